@@ -1,4 +1,4 @@
-"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,87 @@ from typing import Any
 
 from airflow_fireworks import __version__
 
+_INTEGRATION = "Fireworks AI"
+
 
 def get_provider_info() -> dict[str, Any]:
-    """Return the provider description Airflow's ProvidersManager expects."""
+    """Describe the provider: connection type and form, hooks, operators, sensors, triggers, links."""
     return {
         "package-name": "airflow-fireworks",
         "name": "Fireworks AI",
-        "description": "Fireworks AI training deployments: lifecycle, hotload and tokenized sampling.",
+        "description": (
+            "`Fireworks AI <https://fireworks.ai/>`__ training deployments: create, hotload, "
+            "sample with token ids and logprobs, scale to zero, delete."
+        ),
         "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://docs.fireworks.ai/",
+                "tags": ["ai", "ml"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": _INTEGRATION, "python-modules": ["airflow_fireworks.hooks.fireworks"]}
+        ],
+        "operators": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_fireworks.operators.deployment",
+                    "airflow_fireworks.operators.sampling",
+                ],
+            }
+        ],
+        "sensors": [
+            {"integration-name": _INTEGRATION, "python-modules": ["airflow_fireworks.sensors.deployment"]}
+        ],
+        "triggers": [
+            {"integration-name": _INTEGRATION, "python-modules": ["airflow_fireworks.triggers.deployment"]}
+        ],
+        "extra-links": ["airflow_fireworks.links.FireworksDeploymentLink"],
+        "connection-types": [
+            {
+                "connection-type": "fireworks",
+                "hook-class-name": "airflow_fireworks.hooks.fireworks.FireworksHook",
+                "hook-name": "Fireworks AI",
+                "conn-fields": {
+                    "inference_url": {
+                        "label": "Inference URL",
+                        "description": "Inference gateway base URL (warmup, probe, sampling). "
+                        "Empty: the control-plane URL.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "hotload_url": {
+                        "label": "Hotload URL",
+                        "description": "Hotload gateway base URL. Empty: the control-plane URL.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "console_url": {
+                        "label": "Console URL",
+                        "description": "Fireworks console base URL used by the deployment link.",
+                        "schema": {"type": ["string", "null"], "default": "https://app.fireworks.ai"},
+                    },
+                    "additional_headers": {
+                        "label": "Additional headers",
+                        "description": 'JSON object of extra HTTP headers, e.g. {"X-Team": "rl"}.',
+                        "schema": {"type": ["object", "null"]},
+                    },
+                    "verify_ssl": {
+                        "label": "Verify TLS",
+                        "description": "Verify TLS certificates. Empty: verify https URLs whose host is a "
+                        "name.",
+                        "schema": {"type": ["boolean", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "Control-plane URL", "password": "API key"},
+                    "placeholders": {
+                        "host": "https://api.fireworks.ai",
+                        "password": "Fireworks API key (training-scoped)",
+                    },
+                },
+            }
+        ],
     }
