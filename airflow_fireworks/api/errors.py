@@ -1,0 +1,108 @@
+"""Exceptions raised by the Fireworks client.
+
+Every message is safe to log: none of them ever contains the API key (it travels only in
+headers, and server messages are scrubbed of it before they are stored).
+"""
+
+from __future__ import annotations
+
+_STATUS_HINTS: dict[int, str] = {
+    400: "the request was rejected as invalid; check region, deployment shape, base model, "
+    "accelerator, extra args and the hot-load scope (trainer job or deployment-owned bucket)",
+    401: "the API key is not valid for this account or is not training-scoped "
+    "(inference-only keys get 401); check the connection's password",
+    403: "the API key has no permission for this resource or operation",
+    404: "not found in the account the API key resolves to; check the id and the account",
+    408: "the server timed out waiting for the request; retry later",
+    409: "the resource already exists or is in a transitional state (creating, updating, deleting)",
+    425: "the deployment is not ready yet (booting or hot-loading); retry later",
+    429: "rate limited; slow down or retry after the advertised delay",
+    500: "server error; retry later",
+    502: "bad gateway; retry later",
+    503: "service unavailable; retry later",
+    504: "gateway timeout; retry later",
+}
+
+
+class FireworksError(Exception):
+    """Base class of every error raised by ``airflow_fireworks.api``."""
+
+
+class FireworksValidationError(FireworksError, ValueError):
+    """Bad input detected on the client, before any request is sent."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class FireworksAPIError(FireworksError):
+    """A non-2xx answer from a Fireworks endpoint (after retries, when the status is retryable)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        method: str,
+        url: str,
+        request_id: str | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.message = message
+        self.method = method
+        self.url = url
+        self.request_id = request_id
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        super().__init__(self._render())
+
+    @property
+    def hint(self) -> str | None:
+        """A short explanation of what the status usually means for this API."""
+        return _STATUS_HINTS.get(self.status_code)
+
+    def _render(self) -> str:
+        text = f"HTTP {self.status_code} {self.method} {self.url}: {self.message or '(no message)'}"
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        if self.hint:
+            text += f" [{self.hint}]"
+        return text
+
+
+class DeploymentNotFoundError(FireworksError):
+    """The deployment does not exist (or disappeared while waiting for it)."""
+
+    def __init__(self, deployment_id: str, message: str | None = None) -> None:
+        self.deployment_id = deployment_id
+        super().__init__(message or f"deployment {deployment_id!r} not found")
+
+
+class DeploymentFailedError(FireworksError):
+    """The deployment reached a state from which it will not serve (FAILED, DELETED, DELETING)."""
+
+    def __init__(self, deployment_id: str, state: str, status_message: str | None = None) -> None:
+        self.deployment_id = deployment_id
+        self.state = state
+        self.status_message = status_message
+        text = f"deployment {deployment_id!r} is {state}"
+        if status_message:
+            text += f": {status_message}"
+        super().__init__(text)
+
+
+class HotloadFailedError(FireworksError):
+    """A replica reported stage ``error`` for the snapshot identity being loaded."""
+
+    def __init__(self, identity: str, stage: str, message: str) -> None:
+        self.identity = identity
+        self.stage = stage
+        self.message = message
+        super().__init__(message)
+
+
+class FireworksTimeoutError(FireworksError, TimeoutError):
+    """A client-side wait (ready, deleted, hotload) ran past its deadline."""
