@@ -1,0 +1,111 @@
+"""Run the local Fireworks emulator as a real process and drive its admin endpoints.
+
+For DAG authors' own tests and scripts, like moto for AWS: start an emulator on a free loopback
+port, point a ``fireworks`` connection at ``EmulatorProcess.url`` with ``EmulatorProcess.api_key``, and
+script scenarios (delays, faults, failed deployments) through the admin endpoints.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmulatorProcess:
+    """A running emulator: its URL, key and account, plus helpers for the admin endpoints."""
+
+    url: str
+    api_key: str
+    account_id: str
+    process: subprocess.Popen[bytes] | None = None
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @classmethod
+    @contextmanager
+    def start(cls, api_key: str, account_id: str = "emulator", **settings: Any) -> Iterator[EmulatorProcess]:
+        """Run ``python -m airflow_fireworks.emulator`` until the context exits."""
+        port = free_port()
+        args = [sys.executable, "-m", "airflow_fireworks.emulator", "--host", "127.0.0.1",
+                "--port", str(port), "--api-key", api_key, "--account-id", account_id]
+        for key, value in settings.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        emulator = cls(url=f"http://127.0.0.1:{port}", api_key=api_key, account_id=account_id,
+                       process=process)
+        try:
+            emulator.wait_healthy()
+            yield emulator
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def wait_healthy(self, timeout_s: float = 30.0) -> None:
+        """Block until ``/_emulator/health`` answers, or fail if the process died."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"emulator exited with code {self.process.returncode}")
+            try:
+                if self.session.get(f"{self.url}/_emulator/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("emulator did not become healthy")
+
+    def admin(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
+        """Call an admin endpoint and return its JSON answer."""
+        response = self.session.request(method, f"{self.url}/_emulator/{path}", json=json,
+                                        params=params or None, timeout=10)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def reset(self) -> None:
+        """Forget deployments, faults and stats; restore start-up settings."""
+        self.admin("POST", "reset")
+
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        """Change emulator settings (see docs/emulator.md); returns the new settings."""
+        return dict(self.admin("PATCH", "config", json=settings))
+
+    def add_fault(self, **rule: Any) -> str:
+        """Add a fault rule (see docs/emulator.md); returns its id."""
+        return str(self.admin("POST", "faults", json=rule)["id"])
+
+    def clear_faults(self) -> None:
+        self.admin("DELETE", "faults")
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.admin("GET", "stats"))
+
+    def requests(self, route: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if route:
+            params["route"] = route
+        return list(self.admin("GET", "requests", **params))
+
+    def fail_deployment(self, deployment_id: str, message: str = "injected failure") -> None:
+        self.admin("POST", f"deployments/{deployment_id}/fail", json={"message": message})
+
+    def vanish_deployment(self, deployment_id: str) -> None:
+        self.admin("POST", f"deployments/{deployment_id}/vanish")
