@@ -11,17 +11,43 @@ from airflow_fireworks.api.errors import (
     FireworksValidationError,
     HotloadFailedError,
 )
+from airflow_fireworks.api.models import (
+    DeploymentConfig,
+    DeploymentInfo,
+    DeploymentState,
+    HotloadProgress,
+    HotloadStatus,
+    ReplicaHotloadStatus,
+    deployment_name,
+    validate_base_model,
+    validate_deployment_id,
+    validate_deployment_shape,
+    validate_trainer_job,
+    validate_update_mask,
+)
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryableHTTPStatus, RetryPolicy
 
 __all__ = [
     "RETRYABLE_STATUS",
+    "DeploymentConfig",
     "DeploymentFailedError",
+    "DeploymentInfo",
     "DeploymentNotFoundError",
+    "DeploymentState",
     "FireworksAPIError",
     "FireworksError",
     "FireworksTimeoutError",
     "FireworksValidationError",
     "HotloadFailedError",
+    "HotloadProgress",
+    "HotloadStatus",
+    "ReplicaHotloadStatus",
     "RetryPolicy",
     "RetryableHTTPStatus",
+    "deployment_name",
+    "validate_base_model",
+    "validate_deployment_id",
+    "validate_deployment_shape",
+    "validate_trainer_job",
+    "validate_update_mask",
 ]
