@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from airflow_fireworks.api.aio import AsyncFireworksClient
+from airflow_fireworks.api.deployments import DeploymentManager
 from airflow_fireworks.api.errors import (
     DeploymentFailedError,
     DeploymentNotFoundError,
@@ -29,9 +31,11 @@ from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryableHTTPStatus, R
 
 __all__ = [
     "RETRYABLE_STATUS",
+    "AsyncFireworksClient",
     "DeploymentConfig",
     "DeploymentFailedError",
     "DeploymentInfo",
+    "DeploymentManager",
     "DeploymentNotFoundError",
     "DeploymentState",
     "FireworksAPIError",

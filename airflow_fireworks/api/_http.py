@@ -1,0 +1,179 @@
+"""Pieces shared by the sync and async clients: URLs, headers, TLS choice, error parsing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_fireworks.api.errors import FireworksAPIError, FireworksError, FireworksValidationError
+from airflow_fireworks.api.models import deployment_name
+from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryPolicy
+
+DEFAULT_BASE_URL = "https://api.fireworks.ai"
+ACCOUNTS_PATH = "/v1/accounts"
+COMPLETIONS_PATH = "/inference/v1/completions"
+HOTLOAD_PATH = "/hot_load/v1/models/hot_load"
+REDACTED = "***"
+
+_CLIENT_SOURCE_RE = re.compile(r"fireworks-training-skill(?:/[0-9A-Za-z][0-9A-Za-z._+-]{0,63})?")
+_REQUEST_ID_HEADERS = ("x-request-id", "x-fireworks-request-id")
+
+
+def normalise_url(value: Any, field: str) -> str:
+    """An ``http(s)://host[:port][/prefix]`` URL without trailing slash."""
+    if not isinstance(value, str) or not value.strip():
+        raise FireworksValidationError(field, "must be a non-empty http(s) URL, e.g. 'https://api.fireworks.ai'")
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise FireworksValidationError(
+            field, f"{url!r} must start with http:// or https:// and name a host, e.g. 'https://api.fireworks.ai'"
+        )
+    if parts.query or parts.fragment:
+        raise FireworksValidationError(field, f"{url!r} must not carry a query string or fragment")
+    return url
+
+
+def validate_api_key(api_key: Any) -> str:
+    """Non-empty, single token; the error never echoes the value."""
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise FireworksValidationError("api_key", "must be a non-empty string (the Fireworks API key)")
+    if any(ch.isspace() or not ch.isprintable() for ch in api_key):
+        raise FireworksValidationError(
+            "api_key", "contains whitespace or control characters; copy the key again without them")
+    return api_key
+
+
+def resolve_verify(verify_ssl: bool | None, logger: logging.Logger) -> bool:
+    """TLS verification is on unless explicitly disabled, and disabling it is logged once."""
+    if verify_ssl is None:
+        return True
+    if not isinstance(verify_ssl, bool):
+        raise FireworksValidationError("verify_ssl", "must be true, false or None")
+    if not verify_ssl:
+        logger.warning("TLS certificate verification is disabled (verify_ssl=False) for Fireworks calls")
+    return verify_ssl
+
+
+def base_headers(api_key: str, additional_headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Headers of every request: JSON content type, ``X-Api-Key``, optional client source and session
+    id from the environment, then the caller's headers (which win, compared case-insensitively)."""
+    headers = {"Content-Type": "application/json", "X-Api-Key": api_key}
+    source = os.environ.get("FIREWORKS_CLIENT_SOURCE")
+    if source and len(source) <= 128 and _CLIENT_SOURCE_RE.fullmatch(source):
+        headers["X-Fireworks-Client-Source"] = source
+    session_id = os.environ.get("FIREWORKS_SESSION_ID")
+    if session_id and _is_canonical_uuid(session_id):
+        headers["X-Fireworks-Session-Id"] = session_id
+    if additional_headers is not None:
+        if not isinstance(additional_headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in additional_headers.items()
+        ):
+            raise FireworksValidationError("additional_headers", "must be a mapping of strings to strings")
+        headers = merge_headers(headers, additional_headers)
+    return headers
+
+
+def merge_headers(headers: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` updated with ``extra``; a name in ``extra`` replaces any case variant."""
+    lowered = {k.lower() for k in extra}
+    merged = {k: v for k, v in headers.items() if k.lower() not in lowered}
+    merged.update(extra)
+    return merged
+
+
+def _is_canonical_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def gateway_headers(base: Mapping[str, str], api_key: str) -> dict[str, str]:
+    """Inference and hotload traffic also carries ``Authorization: Bearer``."""
+    return merge_headers(base, {"Authorization": f"Bearer {api_key}"})
+
+
+def hotload_headers(
+    gateway: Mapping[str, str], base_model: str, account_id: str, deployment_id: str,
+    source_url: str | None = None,
+) -> dict[str, str]:
+    """The hotload route is fixed; the target is named by these headers."""
+    extra = {
+        "fireworks-model": base_model,
+        "fireworks-deployment": deployment_name(account_id, deployment_id),
+    }
+    if source_url:
+        extra["x-fireworks-hot-load-source-url"] = source_url
+    return merge_headers(gateway, extra)
+
+
+def probe_body(model: str) -> dict[str, Any]:
+    """The tiny non-streaming completion used for warmup and the readiness probe."""
+    return {"model": model, "prompt": [1, 2], "max_tokens": 4, "temperature": 0.0}
+
+
+def redact(text: str, secret: str) -> str:
+    """``text`` with every occurrence of ``secret`` replaced."""
+    return text.replace(secret, REDACTED) if secret else text
+
+
+def error_message(body: bytes) -> str:
+    """The server's message: ``error.message`` / ``message`` of a JSON body, else its text."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:200]
+    if isinstance(data, Mapping) and "error" in data:
+        data = data["error"]
+    if isinstance(data, Mapping):
+        message = data.get("message")
+        return message if isinstance(message, str) and message else json.dumps(data)[:500]
+    return str(data)[:500]
+
+
+def api_error(
+    status: int, body: bytes, headers: Mapping[str, str], method: str, url: str, secret: str,
+) -> FireworksAPIError:
+    """A ``FireworksAPIError`` for a non-2xx answer, with the key scrubbed from every text."""
+    request_id = next((headers[h] for h in _REQUEST_ID_HEADERS if headers.get(h)), None)
+    return FireworksAPIError(
+        status,
+        redact(error_message(body), secret),
+        method=method,
+        url=redact(url, secret),
+        request_id=request_id,
+        retryable=status in RETRYABLE_STATUS,
+        retry_after_s=RetryPolicy.parse_retry_after(headers.get("Retry-After")),
+    )
+
+
+def parse_json(body: bytes, what: str) -> Any:
+    """Decode a JSON answer or raise a ``FireworksError`` saying which call returned garbage."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise FireworksError(f"{what} returned a body that is not JSON: {body[:100]!r}") from exc
+
+
+def account_from_response(data: Any) -> str:
+    """The account id from ``GET /v1/accounts`` (exactly one account expected)."""
+    accounts = data.get("accounts") if isinstance(data, Mapping) else None
+    if not accounts or not isinstance(accounts, list):
+        raise FireworksError("the API key is not associated with any account")
+    if len(accounts) > 1:
+        raise FireworksError("the API key gives access to several accounts; this is not supported")
+    name = accounts[0].get("name") if isinstance(accounts[0], Mapping) else None
+    if not isinstance(name, str):
+        raise FireworksError("the account lookup returned an account without a name")
+    account_id = name.removeprefix("accounts/")
+    if not account_id:
+        raise FireworksError("the account lookup returned an empty account name")
+    return account_id

@@ -1,0 +1,191 @@
+"""Asynchronous Fireworks client on aiohttp, for triggers (and anything else on an event loop).
+
+Same headers, errors and retry policy as ``DeploymentManager``; sleeps never block the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from airflow_fireworks.api import _http
+from airflow_fireworks.api.errors import FireworksError, FireworksValidationError
+from airflow_fireworks.api.models import (
+    DeploymentInfo,
+    HotloadStatus,
+    deployment_name,
+    validate_base_model,
+    validate_deployment_id,
+)
+from airflow_fireworks.api.retry import RetryableHTTPStatus, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 10.0
+
+
+class AsyncFireworksClient:
+    """Read-side calls the triggers poll with: deployment state, readiness probe, hotload status.
+
+    One ``aiohttp.ClientSession`` is created lazily inside the running loop (and rebuilt if the
+    loop changes); close it with ``await client.close()`` or ``async with``.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = _http.DEFAULT_BASE_URL,
+        inference_url: str | None = None,
+        hotload_api_url: str | None = None,
+        additional_headers: Mapping[str, str] | None = None,
+        verify_ssl: bool | None = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._api_key = _http.validate_api_key(api_key)
+        self.base_url = _http.normalise_url(base_url, "base_url")
+        self.inference_url = _http.normalise_url(inference_url or self.base_url, "inference_url")
+        self.hotload_api_url = _http.normalise_url(hotload_api_url or self.base_url, "hotload_api_url")
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise FireworksValidationError("retry_policy", "must be a RetryPolicy or None")
+        self.retry_policy = retry_policy or RetryPolicy()
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
+            raise FireworksValidationError("timeout_s", f"must be a number of seconds > 0, got {timeout_s!r}")
+        self.timeout_s = float(timeout_s)
+        self._control_headers = _http.base_headers(self._api_key, additional_headers)
+        self._gateway_headers = _http.gateway_headers(self._control_headers, self._api_key)
+        self._verify = _http.resolve_verify(verify_ssl, log)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._account_id: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(base_url={self.base_url!r}, inference_url={self.inference_url!r}, "
+                f"hotload_api_url={self.hotload_api_url!r})")
+
+    async def __aenter__(self) -> AsyncFireworksClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session (a later call opens a new one)."""
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
+        self._loop = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(ssl=self._verify)
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._loop = loop
+        return self._session
+
+    # --- transport ----------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        expect: Sequence[int] = (),
+    ) -> tuple[int, bytes]:
+        """Send with the retry policy; returns (status, body). Statuses in ``expect`` are returned."""
+        result: tuple[int, bytes] = await self.retry_policy.async_retrying()(
+            self._send, method, url, headers, params, body, tuple(expect)
+        )
+        return result
+
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], params: Mapping[str, str] | None,
+        body: Any, expect: tuple[int, ...],
+    ) -> tuple[int, bytes]:
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with self._get_session().request(
+            method, url, headers=dict(headers), params=params, json=body, timeout=timeout
+        ) as response:
+            content = await response.read()
+            status = response.status
+            log.debug("Fireworks %s %s -> HTTP %d", method, url, status)
+            if status < 400 or status in expect:
+                return status, content
+            error = _http.api_error(status, content, response.headers, method, url, self._api_key)
+        if error.retryable:
+            raise RetryableHTTPStatus(status, error.retry_after_s, error=error)
+        raise error
+
+    # --- calls --------------------------------------------------------------------------------
+
+    async def account_id(self) -> str:
+        """The account the API key belongs to (looked up once)."""
+        if self._account_id is None:
+            _, content = await self._request(
+                "GET", f"{self.base_url}{_http.ACCOUNTS_PATH}", headers=self._control_headers,
+                params={"pageSize": "2"},
+            )
+            self._account_id = _http.account_from_response(_http.parse_json(content, "account lookup"))
+        return self._account_id
+
+    async def get_deployment(self, deployment_id: str) -> DeploymentInfo | None:
+        """The deployment, or None when it does not exist."""
+        deployment_id = validate_deployment_id(deployment_id)
+        account = await self.account_id()
+        status, content = await self._request(
+            "GET", f"{self.base_url}/v1/accounts/{account}/deployments/{deployment_id}",
+            headers=self._control_headers, expect=(404,),
+        )
+        if status == 404:
+            return None
+        data = _http.parse_json(content, "get deployment")
+        if not isinstance(data, Mapping):
+            raise FireworksError(f"get of deployment {deployment_id!r} did not return a JSON object")
+        if not data:
+            return None
+        return DeploymentInfo.from_response(data, account, deployment_id=deployment_id)
+
+    async def probe(self, model: str) -> bool:
+        """One tiny completion; True on HTTP 200, False on any other answer or connection failure
+        (not retried: a failed probe means "not serving yet")."""
+        if not isinstance(model, str) or not model.strip():
+            raise FireworksValidationError(
+                "model", "must be the deployment name, e.g. accounts/a/deployments/d")
+        try:
+            async with self._get_session().post(
+                f"{self.inference_url}{_http.COMPLETIONS_PATH}", headers=self._gateway_headers,
+                json=_http.probe_body(model), timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
+            ) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("Probe of %s failed: %s", model, type(exc).__name__)
+            return False
+        log.debug("Probe of %s -> HTTP %d", model, status)
+        return status == 200
+
+    async def hotload_status(self, deployment_id: str, base_model: str) -> HotloadStatus:
+        """Per-replica hotload status of the deployment."""
+        deployment_id = validate_deployment_id(deployment_id)
+        base_model = validate_base_model(base_model)
+        account = await self.account_id()
+        headers = _http.hotload_headers(self._gateway_headers, base_model, account, deployment_id)
+        url = f"{self.hotload_api_url}{_http.HOTLOAD_PATH}"
+        _, content = await self._request("GET", url, headers=headers)
+        return HotloadStatus.from_response(_http.parse_json(content, "hotload status"))
+
+    async def inference_model(self, deployment_id: str) -> str:
+        """The ``model`` string for completions: ``accounts/<account>/deployments/<id>``."""
+        return deployment_name(await self.account_id(), validate_deployment_id(deployment_id))

@@ -1,0 +1,533 @@
+"""Synchronous Fireworks client: deployment lifecycle, hotload and warmup (requests + tenacity)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import requests
+import tenacity
+
+from airflow_fireworks.api import _http
+from airflow_fireworks.api.errors import (
+    DeploymentFailedError,
+    DeploymentNotFoundError,
+    FireworksAPIError,
+    FireworksError,
+    FireworksTimeoutError,
+    FireworksValidationError,
+    HotloadFailedError,
+)
+from airflow_fireworks.api.models import (
+    DeploymentConfig,
+    DeploymentInfo,
+    DeploymentState,
+    HotloadStatus,
+    deployment_name,
+    validate_base_model,
+    validate_deployment_id,
+    validate_update_mask,
+)
+from airflow_fireworks.api.retry import RetryableHTTPStatus, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 10.0
+WARMUP_TIMEOUT_S = 30.0
+HOTLOAD_TRIGGER_TIMEOUT_S = 60.0
+SCALE_TO_ZERO_MASK = "min_replica_count,max_replica_count"
+_RESET_PROMPT_CACHE_REJECTED = ("reset_prompt_cache", "extra inputs are not permitted")
+
+
+def _check_seconds(value: Any, field: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise FireworksValidationError(field, f"must be a number of seconds {bound}, got {value!r}")
+    return float(value)
+
+
+def _check_identity(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FireworksValidationError(field, f"must be a non-empty snapshot identity string, got {value!r}")
+    return value
+
+
+class DeploymentManager:
+    """Create, wait for, update, scale, delete and hotload Fireworks deployments.
+
+    Every call goes through the shared ``RetryPolicy`` (connection errors, 408/425/429/5xx) and
+    raises ``FireworksAPIError`` for other non-2xx answers. The API key is sent only in headers.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = _http.DEFAULT_BASE_URL,
+        inference_url: str | None = None,
+        hotload_api_url: str | None = None,
+        additional_headers: Mapping[str, str] | None = None,
+        verify_ssl: bool | None = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self._api_key = _http.validate_api_key(api_key)
+        self.base_url = _http.normalise_url(base_url, "base_url")
+        self.inference_url = _http.normalise_url(inference_url or self.base_url, "inference_url")
+        self.hotload_api_url = _http.normalise_url(hotload_api_url or self.base_url, "hotload_api_url")
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise FireworksValidationError("retry_policy", "must be a RetryPolicy or None")
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.timeout_s = _check_seconds(timeout_s, "timeout_s", positive=True)
+        self._control_headers = _http.base_headers(self._api_key, additional_headers)
+        self._gateway_headers = _http.gateway_headers(self._control_headers, self._api_key)
+        self._session = requests.Session()
+        self._session.verify = _http.resolve_verify(verify_ssl, log)
+        self._account_id: str | None = None
+        self._send_reset_prompt_cache = True
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(base_url={self.base_url!r}, inference_url={self.inference_url!r}, "
+                f"hotload_api_url={self.hotload_api_url!r})")
+
+    def __enter__(self) -> DeploymentManager:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._session.close()
+
+    # --- transport ----------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+        expect: Sequence[int] = (),
+        budget_s: float | None = None,
+    ) -> requests.Response:
+        """Send with the retry policy; statuses in ``expect`` are returned instead of raised."""
+        overrides: dict[str, Any] = {}
+        if budget_s is not None:
+            limit = min(self.retry_policy.max_total_s, max(budget_s, 0.0))
+            overrides["stop"] = tenacity.stop_after_attempt(self.retry_policy.max_attempts) \
+                | tenacity.stop_after_delay(limit)
+        retrying = self.retry_policy.sync_retrying(**overrides)
+        response: requests.Response = retrying(
+            self._send, method, url, headers, params, body, timeout or self.timeout_s, tuple(expect)
+        )
+        return response
+
+    def _send(
+        self, method: str, url: str, headers: Mapping[str, str], params: Mapping[str, str] | None,
+        body: Any, timeout: float, expect: tuple[int, ...],
+    ) -> requests.Response:
+        response = self._session.request(
+            method, url, headers=dict(headers), params=params, json=body, timeout=timeout
+        )
+        log.debug("Fireworks %s %s -> HTTP %d", method, url, response.status_code)
+        if response.status_code < 400 or response.status_code in expect:
+            return response
+        error = _http.api_error(
+            response.status_code, response.content, response.headers, method, url, self._api_key
+        )
+        if error.retryable:
+            raise RetryableHTTPStatus(error.status_code, error.retry_after_s, error=error)
+        raise error
+
+    def _json(self, response: requests.Response, what: str) -> Any:
+        return _http.parse_json(response.content, what)
+
+    def _deployments_url(self) -> str:
+        return f"{self.base_url}/v1/accounts/{self.account_id}/deployments"
+
+    def _deployment_url(self, deployment_id: str) -> str:
+        return f"{self._deployments_url()}/{deployment_id}"
+
+    def _info(self, data: Any, deployment_id: str, what: str) -> DeploymentInfo:
+        if not isinstance(data, Mapping):
+            raise FireworksError(f"{what} of deployment {deployment_id!r} did not return a JSON object")
+        return DeploymentInfo.from_response(data, self.account_id, deployment_id=deployment_id)
+
+    # --- account ------------------------------------------------------------------------------
+
+    @property
+    def account_id(self) -> str:
+        """The account the API key belongs to (looked up once, on first use)."""
+        if self._account_id is None:
+            response = self._request(
+                "GET", f"{self.base_url}{_http.ACCOUNTS_PATH}", headers=self._control_headers,
+                params={"pageSize": "2"},
+            )
+            self._account_id = _http.account_from_response(self._json(response, "account lookup"))
+        return self._account_id
+
+    def inference_model(self, deployment_id: str) -> str:
+        """The ``model`` string for completions: ``accounts/<account>/deployments/<id>``."""
+        return deployment_name(self.account_id, validate_deployment_id(deployment_id))
+
+    # --- deployments --------------------------------------------------------------------------
+
+    def get(self, deployment_id: str) -> DeploymentInfo | None:
+        """The deployment, or None when it does not exist."""
+        deployment_id = validate_deployment_id(deployment_id)
+        response = self._request(
+            "GET", self._deployment_url(deployment_id), headers=self._control_headers, expect=(404,)
+        )
+        if response.status_code == 404:
+            return None
+        data = self._json(response, "get deployment")
+        if isinstance(data, Mapping) and not data:
+            return None
+        return self._info(data, deployment_id, "get")
+
+    def create_or_get(self, config: DeploymentConfig, force_recreate: bool = False) -> DeploymentInfo:
+        """Create the deployment, or return the existing one (its config is not compared).
+
+        A FAILED/DELETED/DELETING deployment, or any with ``force_recreate``, is deleted first and
+        created again. A 409 from create (a concurrent creator) returns the existing deployment.
+        """
+        if not isinstance(config, DeploymentConfig):
+            raise FireworksValidationError(
+                "config", "must be a DeploymentConfig (build one with DeploymentConfig.from_dict)")
+        if not isinstance(force_recreate, bool):
+            raise FireworksValidationError("force_recreate", "must be true or false")
+        deployment_id = config.deployment_id
+        existing = self.get(deployment_id)
+        if existing is not None:
+            if not (force_recreate or existing.state.is_failed()):
+                log.info("Deployment %s already exists (state %s)", deployment_id, existing.state.value)
+                return existing
+            log.info("Recreating deployment %s (state %s, force_recreate=%s)",
+                     deployment_id, existing.state.value, force_recreate)
+            self.delete(deployment_id)
+            self.wait_for_deleted(deployment_id)
+        response = self._request(
+            "POST", self._deployments_url(), headers=self._control_headers,
+            params=config.to_query_params(), body=config.to_request_body(), expect=(409,),
+        )
+        if response.status_code == 409:
+            current = self.get(deployment_id)
+            if current is None:
+                raise _http.api_error(409, response.content, response.headers, "POST",
+                                      self._deployments_url(), self._api_key)
+            log.info("Deployment %s was created concurrently (state %s)", deployment_id, current.state.value)
+            return current
+        info = self._info(self._json(response, "create deployment"), deployment_id, "create")
+        log.info("Created deployment %s (state %s)", deployment_id, info.state.value)
+        return info
+
+    def wait_for_ready(
+        self, deployment_id: str, timeout_s: float = 600, poll_interval_s: float = 15
+    ) -> DeploymentInfo:
+        """Poll until READY (or serving while CREATING, checked with an inference probe).
+
+        Raises ``DeploymentFailedError`` (FAILED/DELETED/DELETING, with the server's status message),
+        ``DeploymentNotFoundError`` (absent) or ``FireworksTimeoutError``.
+        """
+        deployment_id = validate_deployment_id(deployment_id)
+        timeout_s = _check_seconds(timeout_s, "timeout_s")
+        poll_interval_s = _check_seconds(poll_interval_s, "poll_interval_s", positive=True)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.get(deployment_id)
+            if info is None:
+                raise DeploymentNotFoundError(deployment_id)
+            if info.state is DeploymentState.READY:
+                return info
+            if info.state.is_failed():
+                raise DeploymentFailedError(deployment_id, info.state.value, info.status_message)
+            if info.state is DeploymentState.CREATING and self.probe(self.inference_model(deployment_id)):
+                log.info("Deployment %s serves while CREATING; treating it as READY", deployment_id)
+                return dataclasses.replace(info, state=DeploymentState.READY)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FireworksTimeoutError(
+                    f"deployment {deployment_id!r} not ready after {timeout_s:g}s "
+                    f"(last state {info.state.value})"
+                )
+            log.info("Deployment %s is %s; checking again in %.1fs", deployment_id, info.state.value,
+                     min(poll_interval_s, remaining))
+            time.sleep(min(poll_interval_s, remaining))
+
+    def update(
+        self, deployment_id: str, body: Mapping[str, Any], update_mask: str | Sequence[str] | None
+    ) -> DeploymentInfo:
+        """PATCH only the fields named in ``update_mask`` (snake_case paths; required)."""
+        deployment_id = validate_deployment_id(deployment_id)
+        mask = validate_update_mask(body, update_mask)
+        response = self._request(
+            "PATCH", self._deployment_url(deployment_id), headers=self._control_headers,
+            params={"updateMask": mask}, body=dict(body),
+        )
+        log.info("Updated deployment %s (%s)", deployment_id, mask)
+        return self._info(self._json(response, "update deployment"), deployment_id, "update")
+
+    def scale_to_zero(self, deployment_id: str) -> DeploymentInfo:
+        """Set min and max replicas to 0 (with an explicit mask, so nothing else is reset)."""
+        deployment_id = validate_deployment_id(deployment_id)
+        response = self._request(
+            "PATCH", self._deployment_url(deployment_id), headers=self._control_headers,
+            params={"updateMask": SCALE_TO_ZERO_MASK}, body={"minReplicaCount": 0, "maxReplicaCount": 0},
+            expect=(404,),
+        )
+        if response.status_code == 404:
+            raise DeploymentNotFoundError(deployment_id)
+        log.info("Scaled deployment %s to zero replicas", deployment_id)
+        return self._info(self._json(response, "scale to zero"), deployment_id, "scale to zero")
+
+    def delete(self, deployment_id: str) -> bool:
+        """Hard-delete; True if deleted, False if it was already absent. Does not wait."""
+        deployment_id = validate_deployment_id(deployment_id)
+        response = self._request(
+            "DELETE", self._deployment_url(deployment_id), headers=self._control_headers,
+            params={"ignoreChecks": "true", "hard": "true"}, expect=(404,),
+        )
+        if response.status_code == 404:
+            log.info("Deployment %s was already absent", deployment_id)
+            return False
+        log.info("Deleted deployment %s", deployment_id)
+        return True
+
+    def wait_for_deleted(self, deployment_id: str, timeout_s: float = 60, poll_interval_s: float = 2) -> None:
+        """Poll until the deployment is gone (404) or DELETED; ``FireworksTimeoutError`` past the deadline."""
+        deployment_id = validate_deployment_id(deployment_id)
+        timeout_s = _check_seconds(timeout_s, "timeout_s")
+        poll_interval_s = _check_seconds(poll_interval_s, "poll_interval_s", positive=True)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.get(deployment_id)
+            if info is None or info.state is DeploymentState.DELETED:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FireworksTimeoutError(
+                    f"deployment {deployment_id!r} still {info.state.value} after {timeout_s:g}s"
+                )
+            time.sleep(min(poll_interval_s, remaining))
+
+    def list_deployments(self, filter: str | None = None, page_size: int = 50) -> Iterator[DeploymentInfo]:
+        """Every deployment of the account (optionally AIP-160 filtered), page by page."""
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 200:
+            raise FireworksValidationError(
+                "page_size", f"must be an integer from 1 to 200, got {page_size!r}")
+        if filter is not None and not isinstance(filter, str):
+            raise FireworksValidationError("filter", "must be an AIP-160 filter string or None")
+        params = {"pageSize": str(page_size)}
+        if filter:
+            params["filter"] = filter
+        while True:
+            response = self._request("GET", self._deployments_url(), headers=self._control_headers,
+                                     params=params)
+            data = self._json(response, "list deployments")
+            if not isinstance(data, Mapping):
+                raise FireworksError("list deployments did not return a JSON object")
+            items = data.get("deployments") or []
+            if not isinstance(items, list):
+                raise FireworksError("list deployments: field 'deployments' should be a list")
+            for item in items:
+                yield self._info(item, "", "list")
+            token = data.get("nextPageToken")
+            if not token:
+                return
+            params["pageToken"] = str(token)
+
+    # --- inference gateway --------------------------------------------------------------------
+
+    def _completion(self, model: str, timeout: float) -> int:
+        response = self._session.post(
+            f"{self.inference_url}{_http.COMPLETIONS_PATH}", headers=self._gateway_headers,
+            json=_http.probe_body(model), timeout=timeout,
+        )
+        return response.status_code
+
+    def probe(self, model: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+        """One tiny completion; True on HTTP 200. Never raises for HTTP or connection failures and
+        is not retried (a failed probe just means "not serving yet")."""
+        model = _check_identity(model, "model")
+        timeout_s = _check_seconds(timeout_s, "timeout_s", positive=True)
+        try:
+            status = self._completion(model, timeout_s)
+        except requests.RequestException as exc:
+            log.debug("Probe of %s failed: %s", model, type(exc).__name__)
+            return False
+        log.debug("Probe of %s -> HTTP %d", model, status)
+        return status == 200
+
+    def warmup(self, model: str, max_retries: int = 30, retry_interval_s: float = 10.0) -> bool:
+        """Send warmup completions until one answers 200 (True) or ``max_retries`` failed (False)."""
+        model = _check_identity(model, "model")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
+            raise FireworksValidationError("max_retries", f"must be an integer >= 1, got {max_retries!r}")
+        retry_interval_s = _check_seconds(retry_interval_s, "retry_interval_s")
+        for attempt in range(1, max_retries + 1):
+            try:
+                status = self._completion(model, WARMUP_TIMEOUT_S)
+                outcome = f"HTTP {status}"
+            except requests.RequestException as exc:
+                status, outcome = 0, type(exc).__name__
+            if status == 200:
+                log.info("Warmup of %s succeeded (attempt %d)", model, attempt)
+                return True
+            log.info("Warmup of %s attempt %d/%d failed (%s)", model, attempt, max_retries, outcome)
+            if attempt < max_retries:
+                time.sleep(retry_interval_s)
+        log.warning("Warmup of %s failed after %d attempts", model, max_retries)
+        return False
+
+    # --- hotload ------------------------------------------------------------------------------
+
+    def _hotload_headers(
+        self, deployment_id: str, base_model: str, source_url: str | None = None
+    ) -> dict[str, str]:
+        return _http.hotload_headers(
+            self._gateway_headers, base_model, self.account_id, deployment_id, source_url)
+
+    def hotload(
+        self,
+        deployment_id: str,
+        base_model: str,
+        snapshot_identity: str,
+        incremental_snapshot_metadata: Mapping[str, Any] | None = None,
+        reset_prompt_cache: bool = True,
+        source_url: str | None = None,
+    ) -> dict[str, Any]:
+        """Ask the deployment to load a snapshot (full, or a delta when metadata is given).
+
+        If the server rejects ``reset_prompt_cache`` as an unknown field, the request is sent again
+        without it, and it is left out for the rest of this manager's life.
+        """
+        deployment_id = validate_deployment_id(deployment_id)
+        base_model = validate_base_model(base_model)
+        snapshot_identity = _check_identity(snapshot_identity, "snapshot_identity")
+        if not isinstance(reset_prompt_cache, bool):
+            raise FireworksValidationError("reset_prompt_cache", "must be true or false")
+        if source_url is not None and (not isinstance(source_url, str) or not source_url.strip()):
+            raise FireworksValidationError("source_url", "must be an object-store URI such as 'gs://bucket/prefix/'")
+        body: dict[str, Any] = {"identity": snapshot_identity}
+        if incremental_snapshot_metadata is not None:
+            body["incremental_snapshot_metadata"] = _incremental_metadata(incremental_snapshot_metadata)
+        headers = self._hotload_headers(deployment_id, base_model, source_url)
+        url = f"{self.hotload_api_url}{_http.HOTLOAD_PATH}"
+        payload = {**body, "reset_prompt_cache": reset_prompt_cache} if self._send_reset_prompt_cache \
+            else body
+        timeout = HOTLOAD_TRIGGER_TIMEOUT_S
+        try:
+            response = self._request("POST", url, headers=headers, body=payload, timeout=timeout)
+        except FireworksAPIError as exc:
+            text = exc.message.lower()
+            if not (exc.status_code == 400 and payload is not body
+                    and all(marker in text for marker in _RESET_PROMPT_CACHE_REJECTED)):
+                raise
+            log.info("Hotload endpoint rejects reset_prompt_cache; sending without it from now on")
+            self._send_reset_prompt_cache = False
+            response = self._request("POST", url, headers=headers, body=body, timeout=timeout)
+        data = self._json(response, "hotload")
+        if not isinstance(data, dict):
+            raise FireworksError("hotload did not return a JSON object")
+        log.info("Hotload of %s requested on deployment %s (%s)", snapshot_identity, deployment_id,
+                 "incremental" if incremental_snapshot_metadata is not None else "full")
+        return data
+
+    def hotload_check_status(self, deployment_id: str, base_model: str, timeout: float = 30) -> HotloadStatus:
+        """Per-replica hotload status (identity served, readiness, loading stage)."""
+        return self._hotload_status(validate_deployment_id(deployment_id), validate_base_model(base_model),
+                                    _check_seconds(timeout, "timeout", positive=True), None)
+
+    def _hotload_status(
+        self, deployment_id: str, base_model: str, timeout: float, budget_s: float | None
+    ) -> HotloadStatus:
+        response = self._request(
+            "GET", f"{self.hotload_api_url}{_http.HOTLOAD_PATH}",
+            headers=self._hotload_headers(deployment_id, base_model), timeout=timeout, budget_s=budget_s,
+        )
+        return HotloadStatus.from_response(self._json(response, "hotload status"))
+
+    def wait_for_hotload(
+        self,
+        deployment_id: str,
+        base_model: str,
+        expected_identity: str,
+        timeout_seconds: float = 400,
+        poll_interval: float = 5,
+    ) -> HotloadStatus:
+        """Poll until every replica is ready on ``expected_identity``.
+
+        Raises ``HotloadFailedError`` when a replica reports stage ``error`` for that identity and
+        ``FireworksTimeoutError`` at the deadline. Transient failures (retryable statuses, 404,
+        connection errors) keep polling.
+        """
+        deployment_id = validate_deployment_id(deployment_id)
+        base_model = validate_base_model(base_model)
+        expected_identity = _check_identity(expected_identity, "expected_identity")
+        timeout_seconds = _check_seconds(timeout_seconds, "timeout_seconds")
+        poll_interval = _check_seconds(poll_interval, "poll_interval", positive=True)
+        deadline = time.monotonic() + timeout_seconds
+        last = "no status received"
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                status = self._hotload_status(deployment_id, base_model, 30.0, max(remaining, 0.0))
+            except (FireworksAPIError, requests.RequestException) as exc:
+                if isinstance(exc, FireworksAPIError) and not (exc.retryable or exc.status_code == 404):
+                    raise
+                last = f"status call failed: {exc}"
+                log.info("Hotload status of %s unavailable (%s); still waiting", deployment_id, last)
+            else:
+                progress = status.evaluate(expected_identity)
+                if progress.outcome == "ready":
+                    log.info("Hotload of %s on %s is ready: %s",
+                             expected_identity, deployment_id, progress.message)
+                    return status
+                if progress.outcome == "failed":
+                    raise HotloadFailedError(expected_identity, "error", progress.message)
+                last = progress.message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FireworksTimeoutError(
+                    f"hotload of {expected_identity!r} on {deployment_id!r} not ready after "
+                    f"{timeout_seconds:g}s; last: {last}"
+                )
+            time.sleep(min(poll_interval, remaining))
+
+    def hotload_and_wait(
+        self,
+        deployment_id: str,
+        base_model: str,
+        snapshot_identity: str,
+        incremental_snapshot_metadata: Mapping[str, Any] | None = None,
+        timeout_seconds: float = 400,
+        poll_interval: float = 5,
+    ) -> HotloadStatus:
+        """``hotload`` then ``wait_for_hotload`` for the same identity."""
+        self.hotload(deployment_id, base_model, snapshot_identity, incremental_snapshot_metadata)
+        return self.wait_for_hotload(
+            deployment_id, base_model, snapshot_identity, timeout_seconds, poll_interval)
+
+
+def _incremental_metadata(value: Any) -> dict[str, Any]:
+    """Validate a delta's metadata; fill the documented format defaults."""
+    field = "incremental_snapshot_metadata"
+    if not isinstance(value, Mapping):
+        raise FireworksValidationError(field, "must be a mapping with 'previous_snapshot_identity'")
+    previous = value.get("previous_snapshot_identity")
+    if not isinstance(previous, str) or not previous.strip():
+        raise FireworksValidationError(
+            field, "needs 'previous_snapshot_identity': the identity the delta was computed against")
+    return {"compression_format": "arc_v2", "checksum_format": "alder32", **value}
