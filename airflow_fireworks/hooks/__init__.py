@@ -1,0 +1,1 @@
+"""Hooks: a Fireworks connection turned into the Fireworks client."""

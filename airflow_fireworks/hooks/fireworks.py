@@ -1,0 +1,370 @@
+"""FireworksHook: an Airflow connection turned into the Fireworks client.
+
+The connection holds the API key in its password, the control-plane URL in its host, and the
+optional gateway URLs, console URL, extra headers and TLS setting in its extras. Task code gets a
+``DeploymentManager`` (``get_conn()``) plus the lifecycle operations; triggers get the same
+parameters without blocking the event loop (``aget_connection_params``) and build an
+``AsyncFireworksClient`` from them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook
+
+from airflow_fireworks.api import FireworksError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+    from airflow_fireworks.api import (
+        AsyncFireworksClient,
+        DeploymentConfig,
+        DeploymentInfo,
+        DeploymentManager,
+        HotloadStatus,
+        RetryPolicy,
+    )
+
+DEFAULT_BASE_URL = "https://api.fireworks.ai"
+DEFAULT_CONSOLE_URL = "https://app.fireworks.ai"
+CONN_TYPE = "fireworks"
+_EXTRA_FIELDS = ("inference_url", "hotload_url", "console_url", "additional_headers", "verify_ssl")
+
+
+class FireworksConnectionConfigError(ValueError):
+    """A field of a ``fireworks`` connection is missing or malformed (never shows the key)."""
+
+    def __init__(self, conn_id: str | None, field_name: str, problem: str) -> None:
+        self.conn_id = conn_id
+        self.field = field_name
+        super().__init__(f"Connection {conn_id!r}, field {field_name!r}: {problem}")
+
+
+def _extra(extras: Mapping[str, Any], name: str) -> Any:
+    """An extra by its plain name, or by the ``extra__fireworks__`` prefixed form older UIs store."""
+    value = extras.get(name)
+    if value is None:
+        value = extras.get(f"extra__{CONN_TYPE}__{name}")
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _url(conn_id: str | None, field_name: str, value: Any, *, port: int | None = None) -> str:
+    """Normalise a base URL: a bare host gets ``https://``; no trailing slash; only http(s)."""
+    if not isinstance(value, str):
+        raise FireworksConnectionConfigError(
+            conn_id, field_name, f"must be a URL string, got {type(value).__name__}"
+        )
+    text = value.strip()
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FireworksConnectionConfigError(
+            conn_id, field_name, f"{value!r} is not an http(s) URL; use e.g. 'https://api.fireworks.ai'"
+        )
+    if parts.query or parts.fragment:
+        raise FireworksConnectionConfigError(
+            conn_id, field_name, f"{value!r} must not carry a query string or fragment"
+        )
+    if port is not None and parts.port is None:
+        text = f"{parts.scheme}://{parts.netloc}:{port}{parts.path}"
+    return text.rstrip("/")
+
+
+def _headers(conn_id: str | None, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise FireworksConnectionConfigError(
+                conn_id, "additional_headers", 'must be a JSON object such as {"X-Team": "rl"}'
+            ) from None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise FireworksConnectionConfigError(
+            conn_id, "additional_headers", "must be an object mapping header names to string values"
+        )
+    return dict(value)
+
+
+def _bool(conn_id: str | None, field_name: str, value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise FireworksConnectionConfigError(conn_id, field_name, f"must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FireworksConnectionParams:
+    """Everything the Fireworks clients need from a connection (the key is kept out of repr)."""
+
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    inference_url: str | None = None
+    hotload_api_url: str | None = None
+    additional_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    verify_ssl: bool | None = None
+    console_url: str = DEFAULT_CONSOLE_URL
+    conn_id: str | None = None
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> FireworksConnectionParams:
+        """Read and validate a ``fireworks`` connection; raises FireworksConnectionConfigError."""
+        conn_id = conn.conn_id
+        api_key = conn.password
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise FireworksConnectionConfigError(
+                conn_id, "password", "the API key is empty; put your Fireworks API key in the password field"
+            )
+        extras = conn.extra_dejson
+        if not isinstance(extras, Mapping):
+            raise FireworksConnectionConfigError(conn_id, "extra", "must be a JSON object")
+        host = conn.host.strip() if isinstance(conn.host, str) and conn.host.strip() else None
+        base_url = _url(conn_id, "host", host, port=conn.port) if host else DEFAULT_BASE_URL
+        inference = _extra(extras, "inference_url")
+        hotload = _extra(extras, "hotload_url")
+        console = _extra(extras, "console_url")
+        return cls(
+            api_key=api_key.strip(),
+            base_url=base_url,
+            inference_url=_url(conn_id, "inference_url", inference) if inference is not None else None,
+            hotload_api_url=_url(conn_id, "hotload_url", hotload) if hotload is not None else None,
+            additional_headers=MappingProxyType(_headers(conn_id, _extra(extras, "additional_headers"))),
+            verify_ssl=_bool(conn_id, "verify_ssl", _extra(extras, "verify_ssl")),
+            console_url=_url(conn_id, "console_url", console) if console is not None else DEFAULT_CONSOLE_URL,
+            conn_id=conn_id,
+        )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by ``DeploymentManager`` and ``AsyncFireworksClient``."""
+        return {
+            "api_key": self.api_key,
+            "base_url": self.base_url,
+            "inference_url": self.inference_url,
+            "hotload_api_url": self.hotload_api_url,
+            "additional_headers": dict(self.additional_headers) or None,
+            "verify_ssl": self.verify_ssl,
+        }
+
+    def cache_key(self) -> tuple[Any, ...]:
+        """A hashable identity of these parameters (clients may be shared between equal ones)."""
+        return (
+            self.api_key,
+            self.base_url,
+            self.inference_url,
+            self.hotload_api_url,
+            tuple(sorted(self.additional_headers.items())),
+            self.verify_ssl,
+        )
+
+    def deployment_console_url(self, deployment_id: str) -> str:
+        """The deployment's page in the Fireworks console."""
+        return f"{self.console_url}/dashboard/deployments/{deployment_id}"
+
+    def manager(self, *, retry_policy: RetryPolicy | None = None) -> DeploymentManager:
+        """A new synchronous client."""
+        from airflow_fireworks.api import DeploymentManager
+
+        return DeploymentManager(**self.client_kwargs(), retry_policy=retry_policy)
+
+    def async_client(self, *, retry_policy: RetryPolicy | None = None) -> AsyncFireworksClient:
+        """A new asyncio client (its HTTP session opens lazily inside the running loop)."""
+        from airflow_fireworks.api import AsyncFireworksClient
+
+        return AsyncFireworksClient(**self.client_kwargs(), retry_policy=retry_policy)
+
+
+class FireworksHook(BaseHook):
+    """Interact with Fireworks AI training deployments through a ``fireworks`` connection.
+
+    :param fireworks_conn_id: the connection holding the API key (password), the control-plane
+        URL (host) and the optional extras ``inference_url``, ``hotload_url``, ``console_url``,
+        ``additional_headers`` and ``verify_ssl``.
+    :param retry_policy: overrides the client's default retry policy.
+    """
+
+    conn_name_attr = "fireworks_conn_id"
+    default_conn_name = "fireworks_default"
+    conn_type = CONN_TYPE
+    hook_name = "Fireworks AI"
+
+    def __init__(
+        self, fireworks_conn_id: str = default_conn_name, *, retry_policy: RetryPolicy | None = None
+    ) -> None:
+        super().__init__()
+        self.fireworks_conn_id = fireworks_conn_id
+        self.retry_policy = retry_policy
+
+    def __repr__(self) -> str:
+        return f"FireworksHook(fireworks_conn_id={self.fireworks_conn_id!r})"
+
+    @cached_property
+    def connection_params(self) -> FireworksConnectionParams:
+        """The validated connection (fetched once per hook)."""
+        return FireworksConnectionParams.from_connection(self.get_connection(self.fireworks_conn_id))
+
+    @staticmethod
+    async def aget_connection_params(conn_id: str) -> FireworksConnectionParams:
+        """Fetch and validate a connection from async code without blocking the event loop.
+
+        ``BaseHook.get_connection`` runs in a worker thread: that works in the real triggerer and
+        in ``dag.test()`` for connections from environment variables, secrets backends and the
+        metadata database alike.
+        """
+        from asgiref.sync import sync_to_async
+
+        conn = await sync_to_async(BaseHook.get_connection)(conn_id)
+        return FireworksConnectionParams.from_connection(conn)
+
+    def get_conn(self) -> DeploymentManager:
+        """The synchronous Fireworks client for this connection (one per hook)."""
+        return self._manager
+
+    @cached_property
+    def _manager(self) -> DeploymentManager:
+        return self.connection_params.manager(retry_policy=self.retry_policy)
+
+    def get_async_client(self) -> AsyncFireworksClient:
+        """A new asyncio client for this connection; close it with ``await client.close()``."""
+        return self.connection_params.async_client(retry_policy=self.retry_policy)
+
+    def close(self) -> None:
+        """Close the synchronous client's HTTP session if one was opened."""
+        manager = self.__dict__.pop("_manager", None)
+        if manager is not None:
+            manager.close()
+
+    @property
+    def account_id(self) -> str:
+        """The account the API key belongs to (resolved once)."""
+        return self.get_conn().account_id
+
+    def deployment_console_url(self, deployment_id: str) -> str:
+        """The deployment's page in the Fireworks console (``console_url`` extra)."""
+        return self.connection_params.deployment_console_url(deployment_id)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def create_or_get(
+        self, config: DeploymentConfig | Mapping[str, Any], *, force_recreate: bool = False
+    ) -> DeploymentInfo:
+        """Create the deployment, or return it when it already exists (see DeploymentManager)."""
+        from airflow_fireworks.api import DeploymentConfig
+
+        if not isinstance(config, DeploymentConfig):
+            config = DeploymentConfig.from_dict(config)
+        return self.get_conn().create_or_get(config, force_recreate=force_recreate)
+
+    def get_deployment(self, deployment_id: str) -> DeploymentInfo | None:
+        """The deployment, or None when it does not exist."""
+        return self.get_conn().get(deployment_id)
+
+    def list_deployments(self, filter: str | None = None, page_size: int = 50) -> Iterator[DeploymentInfo]:
+        """Every deployment of the account (optionally filtered, AIP-160 syntax)."""
+        return self.get_conn().list_deployments(filter=filter, page_size=page_size)
+
+    def wait_for_ready(
+        self, deployment_id: str, *, timeout_s: float = 600, poll_interval_s: float = 15
+    ) -> DeploymentInfo:
+        """Block until the deployment serves; raises on FAILED/DELETED, absence or timeout."""
+        return self.get_conn().wait_for_ready(
+            deployment_id, timeout_s=timeout_s, poll_interval_s=poll_interval_s
+        )
+
+    def update_deployment(
+        self, deployment_id: str, body: Mapping[str, Any], update_mask: str | Sequence[str]
+    ) -> DeploymentInfo:
+        """PATCH the deployment; ``update_mask`` (snake_case paths) is required."""
+        return self.get_conn().update(deployment_id, dict(body), update_mask)
+
+    def scale_to_zero(self, deployment_id: str) -> DeploymentInfo:
+        """Set min and max replicas to zero (explicit update mask)."""
+        return self.get_conn().scale_to_zero(deployment_id)
+
+    def delete_deployment(self, deployment_id: str) -> bool:
+        """Delete the deployment; False when it was already gone."""
+        return self.get_conn().delete(deployment_id)
+
+    def wait_for_deleted(
+        self, deployment_id: str, *, timeout_s: float = 60, poll_interval_s: float = 2
+    ) -> None:
+        """Block until the deployment is gone (or DELETED)."""
+        self.get_conn().wait_for_deleted(deployment_id, timeout_s=timeout_s, poll_interval_s=poll_interval_s)
+
+    def inference_model(self, deployment_id: str) -> str:
+        """The ``model`` string for inference requests to this deployment."""
+        return self.get_conn().inference_model(deployment_id)
+
+    def hotload(
+        self,
+        deployment_id: str,
+        base_model: str,
+        snapshot_identity: str,
+        *,
+        incremental_snapshot_metadata: Mapping[str, Any] | None = None,
+        reset_prompt_cache: bool = True,
+        source_url: str | None = None,
+    ) -> dict[str, Any]:
+        """Ask every replica to load a snapshot (returns the server's answer; does not wait)."""
+        return self.get_conn().hotload(
+            deployment_id,
+            base_model,
+            snapshot_identity,
+            incremental_snapshot_metadata=dict(incremental_snapshot_metadata)
+            if incremental_snapshot_metadata is not None
+            else None,
+            reset_prompt_cache=reset_prompt_cache,
+            source_url=source_url,
+        )
+
+    def hotload_status(self, deployment_id: str, base_model: str) -> HotloadStatus:
+        """Per-replica hotload status."""
+        return self.get_conn().hotload_check_status(deployment_id, base_model)
+
+    def wait_for_hotload(
+        self,
+        deployment_id: str,
+        base_model: str,
+        expected_identity: str,
+        *,
+        timeout_s: float = 400,
+        poll_interval_s: float = 5,
+    ) -> HotloadStatus:
+        """Block until every replica serves ``expected_identity``; raises on error stage or timeout."""
+        return self.get_conn().wait_for_hotload(
+            deployment_id,
+            base_model,
+            expected_identity,
+            timeout_seconds=timeout_s,
+            poll_interval=poll_interval_s,
+        )
+
+    def warmup(self, model: str, *, max_retries: int = 30, retry_interval_s: float = 10.0) -> bool:
+        """Send small completions until one succeeds; False when all attempts failed."""
+        return self.get_conn().warmup(model, max_retries=max_retries, retry_interval_s=retry_interval_s)
+
+    # --- UI ---------------------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Resolve the account the key belongs to (the UI's Test button)."""
+        try:
+            account = self.account_id
+        except (FireworksError, FireworksConnectionConfigError, OSError) as err:
+            return False, str(err)
+        finally:
+            self.close()
+        return True, f"Connected to Fireworks account {account!r} at {self.connection_params.base_url}"

@@ -1,0 +1,1 @@
+"""Operators: deployment lifecycle (create, update, hotload, scale to zero, delete) and sampling."""

@@ -1,0 +1,1 @@
+"""Sensors: waits for a deployment state or a finished hotload."""

@@ -1,0 +1,1 @@
+"""Triggers: asynchronous waits for deployment states and hotloads, run in the triggerer."""

@@ -1,0 +1,249 @@
+"""Triggers that wait, in the triggerer, for a deployment state or a finished hotload.
+
+Events are dictionaries ``{"status": "success" | "error" | "timeout", "message": str, ...}``:
+
+- ``FireworksDeploymentTrigger`` adds ``deployment_id``, ``target`` and ``deployment`` (the last
+  ``DeploymentInfo.to_dict()`` seen, or None when the deployment does not exist);
+- ``FireworksHotloadTrigger`` adds ``deployment_id``, ``identity``, ``hotload`` (the last
+  ``HotloadStatus.to_dict()`` seen, or None), ``started_at`` and ``elapsed_s``.
+
+Events never carry the API key (only the connection id travels, and the key is fetched inside the
+triggerer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from airflow_fireworks.api import DeploymentState, validate_base_model, validate_deployment_id
+from airflow_fireworks.hooks.fireworks import FireworksHook
+from airflow_fireworks.triggers.base import EventStatus, FireworksPollingTrigger
+
+if TYPE_CHECKING:
+    from airflow_fireworks.api import AsyncFireworksClient, DeploymentInfo, HotloadStatus
+
+_ON_KILL_TIMEOUT_S = 30.0
+
+
+class DeploymentTarget(StrEnum):
+    """What a deployment wait is waiting for."""
+
+    READY = "ready"
+    """The deployment serves (READY, or CREATING while the inference probe already answers)."""
+    DELETED = "deleted"
+    """The deployment is gone (404) or reports DELETED."""
+    SCALED_TO_ZERO = "scaled_to_zero"
+    """No replica is left (replica count 0, or the deployment is gone)."""
+
+
+@dataclass(frozen=True)
+class DeploymentCheck:
+    """One look at a deployment against a wait target.
+
+    ``outcome`` is ``success`` or ``error`` (done), ``pending`` (keep waiting) or ``probe``
+    (CREATING: it is ready if the inference probe answers; hot-load deployments serve while
+    CREATING).
+    """
+
+    outcome: Literal["success", "error", "pending", "probe"]
+    message: str
+
+
+def check_deployment(
+    target: DeploymentTarget | str, deployment_id: str, info: DeploymentInfo | None
+) -> DeploymentCheck:
+    """Decide what ``info`` (None: the deployment does not exist) means for a wait on ``target``."""
+    target = DeploymentTarget(target)
+    name = repr(deployment_id)
+    detail = f": {info.status_message}" if info is not None and info.status_message else ""
+    if target is DeploymentTarget.READY:
+        if info is None:
+            return DeploymentCheck("error", f"deployment {name} does not exist")
+        if info.state is DeploymentState.READY:
+            return DeploymentCheck("success", f"deployment {name} is READY")
+        if info.state.is_failed():
+            return DeploymentCheck("error", f"deployment {name} is {info.state.value}{detail}")
+        if info.state is DeploymentState.CREATING and info.inference_model:
+            return DeploymentCheck("probe", f"deployment {name} serves (CREATING, inference probe answered)")
+        return DeploymentCheck("pending", f"deployment {name} is {info.state.value}")
+    if info is None or info.state is DeploymentState.DELETED:
+        gone = "deleted" if target is DeploymentTarget.DELETED else "gone; no replica is left"
+        return DeploymentCheck("success", f"deployment {name} is {gone}")
+    if target is DeploymentTarget.DELETED:
+        return DeploymentCheck("pending", f"deployment {name} is {info.state.value}")
+    if info.state is DeploymentState.FAILED:
+        return DeploymentCheck("error", f"deployment {name} is FAILED{detail}")
+    if info.state in (DeploymentState.UPDATING, DeploymentState.CREATING):
+        return DeploymentCheck("pending", f"deployment {name} is {info.state.value}")
+    replicas = info.replica_count if info.replica_count is not None else info.max_replica_count
+    if replicas == 0:
+        return DeploymentCheck("success", f"deployment {name} has no replica left")
+    return DeploymentCheck("pending", f"deployment {name} still has {replicas} replica(s)")
+
+
+class FireworksDeploymentTrigger(FireworksPollingTrigger):
+    """Wait for a deployment to be ready, deleted, or scaled to zero.
+
+    Fails fast, with the server's status message, when waiting for READY and the deployment is
+    FAILED, DELETED, DELETING or absent, or when waiting for zero replicas and it is FAILED.
+
+    :param deployment_id: the deployment to watch.
+    :param target: ``ready``, ``deleted`` or ``scaled_to_zero``.
+    :param fireworks_conn_id: the ``fireworks`` connection.
+    :param deadline: absolute deadline, epoch seconds.
+    :param poll_interval: seconds between polls.
+    :param delete_on_kill: when the task is killed by a user (mark failed/success, clear) while
+        this trigger waits, delete the deployment so it stops holding GPUs.
+    """
+
+    def __init__(
+        self,
+        deployment_id: str,
+        *,
+        target: str = DeploymentTarget.READY,
+        fireworks_conn_id: str = FireworksHook.default_conn_name,
+        deadline: float,
+        poll_interval: float = 15.0,
+        delete_on_kill: bool = False,
+    ) -> None:
+        super().__init__(fireworks_conn_id=fireworks_conn_id, deadline=deadline, poll_interval=poll_interval)
+        self.deployment_id = validate_deployment_id(deployment_id)
+        try:
+            self.target = DeploymentTarget(target)
+        except ValueError:
+            choices = ", ".join(t.value for t in DeploymentTarget)
+            raise ValueError(f"target must be one of {choices}, got {target!r}") from None
+        self.delete_on_kill = bool(delete_on_kill)
+        self._last: DeploymentInfo | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "deployment_id": self.deployment_id,
+                "target": self.target.value,
+                "fireworks_conn_id": self.fireworks_conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "delete_on_kill": self.delete_on_kill,
+            },
+        )
+
+    def describe(self) -> str:
+        return f"deployment {self.deployment_id!r} to be {self.target.value.replace('_', ' ')}"
+
+    def base_payload(self) -> dict[str, Any]:
+        return {"deployment_id": self.deployment_id, "target": self.target.value}
+
+    def last_seen(self) -> dict[str, Any]:
+        return {"deployment": self._last.to_dict() if self._last is not None else None}
+
+    async def poll_once(self, client: AsyncFireworksClient) -> tuple[EventStatus, str, dict[str, Any]] | None:
+        info = await client.get_deployment(self.deployment_id)
+        self._last = info
+        check = check_deployment(self.target, self.deployment_id, info)
+        if check.outcome == "probe" and info is not None and info.inference_model:
+            if not await client.probe(info.inference_model):
+                return None
+            serving = dataclasses.replace(info, state=DeploymentState.READY)
+            return "success", check.message, {"deployment": serving.to_dict()}
+        if check.outcome == "success":
+            return "success", check.message, self.last_seen()
+        if check.outcome == "error":
+            return "error", check.message, self.last_seen()
+        return None
+
+    async def on_kill(self) -> None:
+        """Delete the deployment when ``delete_on_kill`` is set (the task was killed by a user)."""
+        if not self.delete_on_kill:
+            return
+        params = await FireworksHook.aget_connection_params(self.fireworks_conn_id)
+
+        def delete() -> bool:
+            with params.manager() as manager:
+                return manager.delete(self.deployment_id)
+
+        deleted = await asyncio.wait_for(asyncio.to_thread(delete), _ON_KILL_TIMEOUT_S)
+        self.log.info(
+            "Task killed: deployment %s %s", self.deployment_id, "deleted" if deleted else "already gone"
+        )
+
+
+class FireworksHotloadTrigger(FireworksPollingTrigger):
+    """Wait until every replica of a deployment is ready and serves a snapshot identity.
+
+    Fails when a replica reports stage ``error`` for that identity (stale errors for other
+    identities are ignored). Never sends a hotload itself, so running it twice is harmless.
+
+    :param deployment_id: the deployment being hot-loaded.
+    :param base_model: the deployment's base model (routes the hotload status request).
+    :param expected_identity: the snapshot identity to wait for.
+    :param fireworks_conn_id: the ``fireworks`` connection.
+    :param deadline: absolute deadline, epoch seconds.
+    :param poll_interval: seconds between polls.
+    :param started_at: epoch seconds when the hotload was sent (for ``elapsed_s``); default now.
+    """
+
+    def __init__(
+        self,
+        deployment_id: str,
+        base_model: str,
+        expected_identity: str,
+        *,
+        fireworks_conn_id: str = FireworksHook.default_conn_name,
+        deadline: float,
+        poll_interval: float = 5.0,
+        started_at: float | None = None,
+    ) -> None:
+        super().__init__(fireworks_conn_id=fireworks_conn_id, deadline=deadline, poll_interval=poll_interval)
+        self.deployment_id = validate_deployment_id(deployment_id)
+        self.base_model = validate_base_model(base_model)
+        if not isinstance(expected_identity, str) or not expected_identity.strip():
+            raise ValueError(f"expected_identity must be a non-empty string, got {expected_identity!r}")
+        self.expected_identity = expected_identity
+        self.started_at = float(started_at) if started_at is not None else time.time()
+        self._last: HotloadStatus | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "deployment_id": self.deployment_id,
+                "base_model": self.base_model,
+                "expected_identity": self.expected_identity,
+                "fireworks_conn_id": self.fireworks_conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "started_at": self.started_at,
+            },
+        )
+
+    def describe(self) -> str:
+        return f"deployment {self.deployment_id!r} to serve snapshot {self.expected_identity!r}"
+
+    def base_payload(self) -> dict[str, Any]:
+        return {
+            "deployment_id": self.deployment_id,
+            "identity": self.expected_identity,
+            "started_at": self.started_at,
+            "elapsed_s": round(time.time() - self.started_at, 3),
+        }
+
+    def last_seen(self) -> dict[str, Any]:
+        return {"hotload": self._last.to_dict() if self._last is not None else None}
+
+    async def poll_once(self, client: AsyncFireworksClient) -> tuple[EventStatus, str, dict[str, Any]] | None:
+        status = await client.hotload_status(self.deployment_id, self.base_model)
+        self._last = status
+        progress = status.evaluate(self.expected_identity)
+        self.log.debug("Hotload of %s: %s", self.expected_identity, progress.message)
+        if progress.outcome == "ready":
+            return "success", progress.message, self.last_seen()
+        if progress.outcome == "failed":
+            return "error", progress.message, self.last_seen()
+        return None
