@@ -1,0 +1,327 @@
+"""``sample_prompts``: sample many prompts with bounded memory, yielding each prompt's group of
+completions as soon as it is complete.
+
+Prompts are pulled lazily from the iterable, chat-templated in small batches, and at most a
+bounded number of them are in flight; a prompt that fails for good yields an error result instead
+of stopping the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from airflow_fireworks.api.errors import FireworksValidationError
+from airflow_fireworks.sampling.completion import SampledCompletion
+from airflow_fireworks.sampling.errors import SamplingError, SamplingRequestError
+from airflow_fireworks.sampling.sampler import DeploymentSampler, check_prompt_ids
+from airflow_fireworks.sampling.tokenization import render_chat_prompts, validate_messages
+
+log = logging.getLogger(__name__)
+
+#: Prompts chat-templated together in one tokenizer call.
+TOKENIZE_BATCH = 32
+#: Upper bound of the default number of prompts in flight.
+MAX_DEFAULT_PROMPTS_IN_FLIGHT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSpec:
+    """One prompt of a batch: chat ``messages`` or ``prompt_token_ids`` (exactly one), with the
+    caller's ``metadata`` carried through to the result (e.g. the reference answer)."""
+
+    index: int
+    messages: list[dict[str, Any]] | None = None
+    prompt_token_ids: list[int] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class PromptResult(NamedTuple):
+    """The outcome of one prompt: its completions (possibly fewer than ``n`` after the
+    ``max_seq_len`` filters), or ``error`` (a payload-free dict) when it failed for good."""
+
+    prompt_index: int
+    completions: list[SampledCompletion]
+    error: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingProgress:
+    """A progress snapshot of ``sample_prompts`` (passed to ``on_progress``)."""
+
+    prompts_done: int  # sampled or failed, not counting skipped prompts
+    prompts_total: int | None
+    prompts_failed: int
+    prompts_skipped: int
+    completions: int
+    completion_tokens: int
+    elapsed_s: float
+    tokens_per_s: float
+    window: int
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """A payload-free description of why a prompt failed."""
+    if isinstance(exc, SamplingRequestError):
+        return exc.as_error_record()
+    return {"error_type": type(exc).__name__, "message": str(exc)}
+
+
+class _PromptFeed:
+    """Pulls prompt specs lazily and tokenizes them a small batch at a time."""
+
+    def __init__(self, prompts: Iterable[PromptSpec], tokenizer: Any, skip: Collection[int]) -> None:
+        self._iterator: Iterator[PromptSpec] = iter(prompts)
+        self._tokenizer = tokenizer
+        self._skip = skip
+        self._ready: deque[tuple[PromptSpec, list[int] | Exception]] = deque()
+        self.exhausted = False
+        self.skipped = 0
+
+    def next(self) -> tuple[PromptSpec, list[int] | Exception] | None:
+        """The next prompt with its ids (or the error that rules it out); None after the last one."""
+        if not self._ready and not self.exhausted:
+            self._fill()
+        return self._ready.popleft() if self._ready else None
+
+    def _fill(self) -> None:
+        specs: list[PromptSpec] = []
+        for spec in self._iterator:
+            if not isinstance(spec, PromptSpec):
+                raise FireworksValidationError(
+                    "prompts",
+                    f"items must be PromptSpec(index, messages | prompt_token_ids), got {spec!r:.80}",
+                )
+            if spec.index in self._skip:
+                self.skipped += 1
+                continue
+            specs.append(spec)
+            if len(specs) >= TOKENIZE_BATCH:
+                break
+        else:
+            self.exhausted = True
+        results: dict[int, list[int] | Exception] = {}
+        to_render: list[int] = []
+        for position, spec in enumerate(specs):
+            try:
+                if (spec.messages is None) == (spec.prompt_token_ids is None):
+                    raise FireworksValidationError(
+                        f"prompt {spec.index}", "give exactly one of messages or prompt_token_ids"
+                    )
+                if spec.messages is not None:
+                    validate_messages(spec.messages, f"messages of prompt {spec.index}")
+                    to_render.append(position)
+                else:
+                    results[position] = check_prompt_ids(
+                        spec.prompt_token_ids, f"prompt_token_ids of prompt {spec.index}"
+                    )
+            except FireworksValidationError as exc:
+                results[position] = exc
+        if to_render:
+            self._render(specs, to_render, results)
+        self._ready.extend((spec, results[position]) for position, spec in enumerate(specs))
+
+    def _render(
+        self,
+        specs: list[PromptSpec],
+        positions: list[int],
+        results: dict[int, list[int] | Exception],
+    ) -> None:
+        try:
+            rendered = render_chat_prompts(self._tokenizer, [specs[p].messages or [] for p in positions])
+        except FireworksValidationError:
+            raise  # no tokenizer: a setup error, not a bad prompt
+        except Exception:  # one bad prompt in the batch: find it by rendering one at a time
+            for position in positions:
+                try:
+                    results[position] = render_chat_prompts(
+                        self._tokenizer, [specs[position].messages or []]
+                    )[0]
+                except Exception as exc:
+                    results[position] = exc
+            return
+        for position, ids in zip(positions, rendered, strict=True):
+            results[position] = ids
+
+
+async def sample_prompts(
+    sampler: DeploymentSampler,
+    prompts: Iterable[PromptSpec],
+    *,
+    n: int = 1,
+    max_tokens: int = 1024,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    stop: str | list[str] | list[int] | None = None,
+    seed: int | None = None,
+    logprobs: bool | int = False,
+    top_logprobs: int | None = None,
+    echo: bool = False,
+    max_seq_len: int | None = None,
+    include_routing_matrix: bool = False,
+    skip_prompt_indices: Collection[int] = (),
+    max_prompts_in_flight: int | None = None,
+    progress_interval_s: float = 10.0,
+    on_progress: Callable[[SamplingProgress], None] | None = None,
+    **extra: Any,
+) -> AsyncIterator[PromptResult]:
+    """Sample ``n`` completions for every prompt; yield one ``PromptResult`` per prompt as it
+    finishes (not in input order).
+
+    Prompts whose index is in ``skip_prompt_indices`` (e.g. already written by an interrupted
+    run) are skipped. At most ``max_prompts_in_flight`` prompts are sampled at once (default:
+    enough to keep twice the concurrency window busy, at most 1024). Progress is logged every
+    ``progress_interval_s`` seconds and passed to ``on_progress``. Sampling parameters are
+    validated before the first request (``FireworksValidationError``).
+    """
+    params = sampler.sampling_params(
+        n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, stop=stop,
+        seed=seed, logprobs=logprobs, top_logprobs=top_logprobs, echo=echo, max_seq_len=max_seq_len,
+        include_routing_matrix=include_routing_matrix, **extra,
+    )  # fmt: skip
+    if max_prompts_in_flight is not None and (
+        isinstance(max_prompts_in_flight, bool)
+        or not isinstance(max_prompts_in_flight, int)
+        or max_prompts_in_flight < 1
+    ):
+        raise FireworksValidationError("max_prompts_in_flight", "must be an integer >= 1 (or None)")
+    if not isinstance(progress_interval_s, int | float) or not progress_interval_s > 0:
+        raise FireworksValidationError("progress_interval_s", "must be a number of seconds > 0")
+    skip = (
+        skip_prompt_indices
+        if isinstance(skip_prompt_indices, set | frozenset)
+        else frozenset(skip_prompt_indices)
+    )
+    total = len(prompts) if isinstance(prompts, Collection) else None
+    tracker = _Progress(sampler, total, progress_interval_s, on_progress)
+    feed = _PromptFeed(prompts, sampler.tokenizer, skip)
+    loop = asyncio.get_running_loop()
+    in_flight: dict[asyncio.Task[list[SampledCompletion]], PromptSpec] = {}
+
+    def capacity() -> int:
+        if max_prompts_in_flight is not None:
+            return max_prompts_in_flight
+        window = sampler.concurrency_controller.window_size
+        return min(MAX_DEFAULT_PROMPTS_IN_FLIGHT, max(4, math.ceil(2 * window / params.n)))
+
+    try:
+        while True:
+            while len(in_flight) < capacity():
+                item = feed.next()
+                if item is None:
+                    break
+                spec, ids = item
+                if isinstance(ids, Exception):
+                    tracker.failed(spec.index, ids)
+                    yield PromptResult(spec.index, [], error_info(ids), spec.metadata)
+                    continue
+                in_flight[loop.create_task(sampler.sample_prompt_ids(ids, params))] = spec
+            tracker.skipped = feed.skipped
+            if not in_flight:
+                break
+            done, _ = await asyncio.wait(
+                in_flight, timeout=tracker.seconds_to_report(), return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in sorted(done, key=lambda t: in_flight[t].index):
+                spec = in_flight.pop(task)
+                try:
+                    completions = task.result()
+                except SamplingError as exc:
+                    tracker.failed(spec.index, exc)
+                    yield PromptResult(spec.index, [], error_info(exc), spec.metadata)
+                    continue
+                tracker.succeeded(completions)
+                yield PromptResult(spec.index, completions, None, spec.metadata)
+            tracker.maybe_report()
+        tracker.report(final=True)
+    finally:
+        for task in in_flight:
+            task.cancel()
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+
+class _Progress:
+    """Counts results and reports them at a steady cadence."""
+
+    def __init__(
+        self,
+        sampler: DeploymentSampler,
+        total: int | None,
+        interval_s: float,
+        on_progress: Callable[[SamplingProgress], None] | None,
+    ) -> None:
+        self._sampler = sampler
+        self._total = total
+        self._interval_s = float(interval_s)
+        self._on_progress = on_progress
+        self._started = time.monotonic()
+        self._next_report = self._started + self._interval_s
+        self._last_report = self._started
+        self._last_tokens = 0
+        self.done = 0
+        self.failed_count = 0
+        self.skipped = 0
+        self.completions = 0
+        self.tokens = 0
+
+    def seconds_to_report(self) -> float:
+        return max(0.0, self._next_report - time.monotonic())
+
+    def succeeded(self, completions: list[SampledCompletion]) -> None:
+        self.done += 1
+        self.completions += len(completions)
+        self.tokens += sum(c.completion_len for c in completions)
+
+    def failed(self, prompt_index: int, exc: BaseException | None) -> None:
+        self.done += 1
+        self.failed_count += 1
+        log.warning("Prompt %d failed and is recorded as an error: %s", prompt_index, exc)
+
+    def maybe_report(self) -> None:
+        if time.monotonic() >= self._next_report:
+            self.report()
+
+    def report(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if final:
+            rate = self.tokens / max(now - self._started, 1e-9)
+        else:
+            rate = (self.tokens - self._last_tokens) / max(now - self._last_report, 1e-9)
+        self._last_report, self._last_tokens = now, self.tokens
+        self._next_report = now + self._interval_s
+        window = self._sampler.concurrency_controller.window_size
+        log.info(
+            "%s: %d/%s prompts done (%d failed, %d skipped), %d completions, %.0f completion tokens/s, "
+            "window %d",
+            "Sampling finished" if final else "Sampling progress",
+            self.done + self.skipped,
+            "?" if self._total is None else self._total,
+            self.failed_count,
+            self.skipped,
+            self.completions,
+            rate,
+            window,
+        )
+        if self._on_progress is not None:
+            self._on_progress(
+                SamplingProgress(
+                    prompts_done=self.done,
+                    prompts_total=self._total,
+                    prompts_failed=self.failed_count,
+                    prompts_skipped=self.skipped,
+                    completions=self.completions,
+                    completion_tokens=self.tokens,
+                    elapsed_s=now - self._started,
+                    tokens_per_s=rate,
+                    window=window,
+                )
+            )
