@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import operator
+import random
 import re
 import time
 import uuid
@@ -19,6 +20,7 @@ from aiohttp import web
 from airflow_fireworks.emulator.errors import ApiError, error_response, invalid, json_response
 from airflow_fireworks.emulator.faults import FaultRule, Faults
 from airflow_fireworks.emulator.hotload import parse_load_request
+from airflow_fireworks.emulator.inference import CompletionsHandler
 from airflow_fireworks.emulator.resources import DEPLOYMENT_ID_RE, rfc3339
 from airflow_fireworks.emulator.settings import Settings
 from airflow_fireworks.emulator.state import DELETED, Deployment, Store
@@ -94,6 +96,8 @@ class Emulator:
         self.faults = Faults(settings.seed)
         self.stats = Stats()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=settings.request_log_size)
+        self.sampling_rng = random.Random(settings.seed)
+        self.completions = CompletionsHandler(self)
 
     def configure(self, settings: Settings) -> None:
         """Switch to new settings (the account and key apply to the next request)."""
@@ -101,6 +105,7 @@ class Emulator:
         self.settings = settings
         if seed_changed:
             self.faults.reseed(settings.seed)
+            self.sampling_rng = random.Random(settings.seed)
         if self.request_log.maxlen != settings.request_log_size:
             self.request_log = deque(self.request_log, maxlen=settings.request_log_size)
 
@@ -111,6 +116,7 @@ class Emulator:
         self.faults = Faults(self.settings.seed)
         self.stats = Stats()
         self.request_log = deque(maxlen=self.settings.request_log_size)
+        self.sampling_rng = random.Random(self.settings.seed)
 
     # -- helpers for handlers ---------------------------------------------------------------
 
@@ -472,6 +478,14 @@ async def hotload_status(request: web.Request) -> web.StreamResponse:
     return json_response({"replicas": entries})
 
 
+# -- inference ---------------------------------------------------------------------------------
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    emulator = emulator_of(request)
+    return await emulator.completions.handle(request, await read_json(request))
+
+
 # -- admin -----------------------------------------------------------------------------------
 
 
@@ -564,6 +578,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_post(one, deployment_action, name="action")
     app.router.add_post("/hot_load/v1/models/hot_load", hotload_load, name="hotload_load")
     app.router.add_get("/hot_load/v1/models/hot_load", hotload_status, name="hotload_status")
+    app.router.add_post("/inference/v1/completions", completions, name="completions")
     admin = ADMIN_PREFIX.rstrip("/")
     app.router.add_get(admin + "/health", admin_health)
     app.router.add_get(admin + "/config", admin_get_config)

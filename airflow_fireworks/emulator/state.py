@@ -78,6 +78,7 @@ class Deployment:
         self.replicas: list[Replica] = []
         self.latest_identity: str | None = None
         self.in_flight = 0
+        self.round_robin = 0
 
     # -- state -------------------------------------------------------------------------------
 
