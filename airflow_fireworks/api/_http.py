@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_fireworks.api.errors import FireworksAPIError, FireworksError, FireworksValidationError
+from airflow_fireworks.api.errors import (
+    FireworksAPIError,
+    FireworksConnectionError,
+    FireworksError,
+    FireworksValidationError,
+)
 from airflow_fireworks.api.models import deployment_name
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryPolicy
 
@@ -153,6 +158,12 @@ def api_error(
         retryable=status in RETRYABLE_STATUS,
         retry_after_s=RetryPolicy.parse_retry_after(headers.get("Retry-After")),
     )
+
+
+def connection_error(exc: BaseException, method: str, url: str, secret: str) -> FireworksConnectionError:
+    """A ``FireworksConnectionError`` for a transport failure, with the key scrubbed."""
+    reason = redact(f"{type(exc).__name__}: {exc}", secret)
+    return FireworksConnectionError(method, redact(url, secret), reason)
 
 
 def parse_json(body: bytes, what: str) -> Any:

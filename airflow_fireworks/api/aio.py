@@ -22,7 +22,7 @@ from airflow_fireworks.api.models import (
     validate_base_model,
     validate_deployment_id,
 )
-from airflow_fireworks.api.retry import RetryableHTTPStatus, RetryPolicy
+from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,12 @@ class AsyncFireworksClient:
         expect: Sequence[int] = (),
     ) -> tuple[int, bytes]:
         """Send with the retry policy; returns (status, body). Statuses in ``expect`` are returned."""
-        result: tuple[int, bytes] = await self.retry_policy.async_retrying()(
-            self._send, method, url, headers, params, body, tuple(expect)
-        )
+        try:
+            result: tuple[int, bytes] = await self.retry_policy.async_retrying()(
+                self._send, method, url, headers, params, body, tuple(expect)
+            )
+        except RETRYABLE_EXCEPTIONS as exc:
+            raise _http.connection_error(exc, method, url, self._api_key) from exc
         return result
 
     async def _send(

@@ -18,6 +18,7 @@ from airflow_fireworks.api.errors import (
     DeploymentFailedError,
     DeploymentNotFoundError,
     FireworksAPIError,
+    FireworksConnectionError,
     FireworksError,
     FireworksTimeoutError,
     FireworksValidationError,
@@ -33,7 +34,7 @@ from airflow_fireworks.api.models import (
     validate_deployment_id,
     validate_update_mask,
 )
-from airflow_fireworks.api.retry import RetryableHTTPStatus, RetryPolicy
+from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,12 @@ class DeploymentManager:
             overrides["stop"] = tenacity.stop_after_attempt(self.retry_policy.max_attempts) \
                 | tenacity.stop_after_delay(limit)
         retrying = self.retry_policy.sync_retrying(**overrides)
-        response: requests.Response = retrying(
-            self._send, method, url, headers, params, body, timeout or self.timeout_s, tuple(expect)
-        )
+        try:
+            response: requests.Response = retrying(
+                self._send, method, url, headers, params, body, timeout or self.timeout_s, tuple(expect)
+            )
+        except RETRYABLE_EXCEPTIONS as exc:
+            raise _http.connection_error(exc, method, url, self._api_key) from exc
         return response
 
     def _send(
@@ -484,7 +488,7 @@ class DeploymentManager:
             remaining = deadline - time.monotonic()
             try:
                 status = self._hotload_status(deployment_id, base_model, 30.0, max(remaining, 0.0))
-            except (FireworksAPIError, requests.RequestException) as exc:
+            except (FireworksAPIError, FireworksConnectionError) as exc:
                 if isinstance(exc, FireworksAPIError) and not (exc.retryable or exc.status_code == 404):
                     raise
                 last = f"status call failed: {exc}"

@@ -73,6 +73,16 @@ class FireworksAPIError(FireworksError):
         return text
 
 
+class FireworksConnectionError(FireworksError, ConnectionError):
+    """The service could not be reached or the connection broke (after retries)."""
+
+    def __init__(self, method: str, url: str, reason: str) -> None:
+        self.method = method
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{method} {url} failed: {reason}")
+
+
 class DeploymentNotFoundError(FireworksError):
     """The deployment does not exist (or disappeared while waiting for it)."""
 

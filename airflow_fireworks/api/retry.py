@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUS: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 #: Transport failures worth another attempt (connect refused/reset, read timeout, cut body).
+#: ``FireworksConnectionError`` (what the clients raise once attempts run out) is not retried again.
 RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
     requests.ConnectionError,
     requests.Timeout,
