@@ -53,6 +53,13 @@ def _check_seconds(value: Any, field: str, *, positive: bool = False) -> float:
     return float(value)
 
 
+def _check_model(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise FireworksValidationError(
+            "model", f"must be the deployment name 'accounts/<account>/deployments/<id>', got {value!r}")
+    return value
+
+
 def _check_identity(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise FireworksValidationError(field, f"must be a non-empty snapshot identity string, got {value!r}")
@@ -364,7 +371,7 @@ class DeploymentManager:
     def probe(self, model: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
         """One tiny completion; True on HTTP 200. Never raises for HTTP or connection failures and
         is not retried (a failed probe just means "not serving yet")."""
-        model = _check_identity(model, "model")
+        model = _check_model(model)
         timeout_s = _check_seconds(timeout_s, "timeout_s", positive=True)
         try:
             status = self._completion(model, timeout_s)
@@ -376,7 +383,7 @@ class DeploymentManager:
 
     def warmup(self, model: str, max_retries: int = 30, retry_interval_s: float = 10.0) -> bool:
         """Send warmup completions until one answers 200 (True) or ``max_retries`` failed (False)."""
-        model = _check_identity(model, "model")
+        model = _check_model(model)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
             raise FireworksValidationError("max_retries", f"must be an integer >= 1, got {max_retries!r}")
         retry_interval_s = _check_seconds(retry_interval_s, "retry_interval_s")

@@ -132,7 +132,7 @@ def test_wait_honours_retry_after_and_total_budget() -> None:
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.0, max_backoff_s=0.05, max_total_s=10.0)
     retrying = policy.sync_retrying()
     slept: list[float] = []
-    retrying.sleep = slept.append  # type: ignore[method-assign]
+    retrying.sleep = slept.append
     with pytest.raises(RetryableHTTPStatus):
         for attempt in retrying:
             with attempt:
