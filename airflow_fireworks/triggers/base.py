@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_fireworks.api import FireworksAPIError, FireworksError, RetryPolicy
+from airflow_fireworks.api import FireworksAPIError, FireworksConnectionError, FireworksError, RetryPolicy
 from airflow_fireworks.hooks.fireworks import FireworksConnectionParams, FireworksHook
 
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ def is_transient(error: BaseException) -> bool:
     """True for failures worth polling through: transport errors and retryable HTTP statuses."""
     if isinstance(error, FireworksAPIError):
         return error.retryable
+    if isinstance(error, FireworksConnectionError):
+        return True
     return RetryPolicy().is_retryable_exception(error)
 
 

@@ -17,7 +17,7 @@ from airflow_fireworks.operators.deployment import (
 )
 
 BASE_MODEL = "accounts/fireworks/models/qwen3-8b"
-FAST = {"poll_interval": 0.1, "timeout": 30}
+FAST = {"poll_interval": 0.1, "timeout": 30, "fireworks_conn_id": "{{ params.conn_id }}"}
 
 
 def lifecycle_dag(dag_id: str, *, deferrable: bool) -> DAG:
@@ -26,7 +26,7 @@ def lifecycle_dag(dag_id: str, *, deferrable: bool) -> DAG:
         schedule=None,
         start_date=datetime.datetime(2025, 1, 1),
         catchup=False,
-        params={"deployment_id": "lifecycle", "snapshot": "snap-1"},
+        params={"deployment_id": "lifecycle", "snapshot": "snap-1", "conn_id": "fireworks_default"},
         tags=["fireworks", "test"],
     ) as dag:
         create = FireworksCreateDeploymentOperator(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.airflow_helpers import TESTS_DAGS, run_dag_file, task_states, xcom
+from tests.airflow_helpers import TESTS_DAGS, ensure_db, run_dag_file, task_states, xcom
 from tests.emulator_control import EmulatorProcess
 
 DAG_FILE = TESTS_DAGS / "fireworks_lifecycle.py"
@@ -57,3 +57,31 @@ def test_teardown_releases_gpus_when_the_hotload_fails(emulator, fireworks_conn_
     assert run.state == "failed"
     final = deployment(emulator, "teardown-on-failure")
     assert (final["maxReplicaCount"], final["replicaCount"]) == (0, 0)
+
+
+def test_deferred_waits_find_a_connection_stored_in_the_metadata_database(emulator):
+    """Workers and the inline trigger both resolve a DB-only connection (no AIRFLOW_CONN_ variable)."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    emulator.configure(**FAST_EMULATOR)
+    ensure_db()
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "fireworks_in_db").delete()
+        session.add(
+            Connection(
+                conn_id="fireworks_in_db", conn_type="fireworks", host=emulator.url, password=emulator.api_key
+            )
+        )
+    try:
+        run = run_dag_file(
+            DAG_FILE,
+            "fireworks_lifecycle_deferrable",
+            conf={"deployment_id": "db-connection", "snapshot": "step-1", "conn_id": "fireworks_in_db"},
+        )
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "fireworks_in_db").delete()
+
+    assert task_states(run) == {"create": "success", "hotload": "success", "release": "success"}
+    assert deployment(emulator, "db-connection")["replicaCount"] == 0

@@ -1,0 +1,108 @@
+"""FireworksConnectionParams: reading and validating a ``fireworks`` connection (no HTTP)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow.sdk import Connection
+
+from airflow_fireworks.hooks.fireworks import (
+    FireworksConnectionConfigError,
+    FireworksConnectionParams,
+    FireworksHook,
+)
+
+KEY = "fw-secret-key-0123456789"
+
+
+def params(**fields) -> FireworksConnectionParams:
+    extra = fields.pop("extra", None)
+    conn = Connection(
+        conn_id="fw",
+        conn_type="fireworks",
+        password=fields.pop("password", KEY),
+        extra=json.dumps(extra) if isinstance(extra, dict) else extra,
+        **fields,
+    )
+    return FireworksConnectionParams.from_connection(conn)
+
+
+def test_defaults_for_a_connection_with_only_a_key():
+    p = params()
+    assert p.api_key == KEY
+    assert p.base_url == "https://api.fireworks.ai"
+    assert (p.inference_url, p.hotload_api_url, p.verify_ssl) == (None, None, None)
+    assert dict(p.additional_headers) == {}
+    assert p.console_url == "https://app.fireworks.ai"
+    assert p.deployment_console_url("my-dep") == "https://app.fireworks.ai/dashboard/deployments/my-dep"
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("api.fireworks.ai", None, "https://api.fireworks.ai"),
+        ("http://127.0.0.1:8765/", None, "http://127.0.0.1:8765"),
+        ("127.0.0.1", 9000, "https://127.0.0.1:9000"),
+        ("https://gateway.example.com/fw", None, "https://gateway.example.com/fw"),
+    ],
+)
+def test_host_becomes_the_control_plane_url(host, port, expected):
+    assert params(host=host, port=port).base_url == expected
+
+
+def test_extras_are_read_with_plain_and_prefixed_names():
+    p = params(
+        extra={
+            "inference_url": "https://inference.example.com/",
+            "extra__fireworks__hotload_url": "hotload.example.com",
+            "console_url": "https://console.example.com",
+            "additional_headers": '{"X-Team": "rl"}',
+            "verify_ssl": "false",
+        }
+    )
+    assert p.inference_url == "https://inference.example.com"
+    assert p.hotload_api_url == "https://hotload.example.com"
+    assert p.deployment_console_url("d") == "https://console.example.com/dashboard/deployments/d"
+    assert dict(p.additional_headers) == {"X-Team": "rl"}
+    assert p.verify_ssl is False
+    kwargs = p.client_kwargs()
+    assert kwargs["additional_headers"] == {"X-Team": "rl"}
+    assert kwargs["hotload_api_url"] == "https://hotload.example.com"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field_name"),
+    [
+        ({"password": ""}, "password"),
+        ({"password": None}, "password"),
+        ({"host": "ftp://files.example.com"}, "host"),
+        ({"extra": {"inference_url": "https://x.example.com/?a=1"}}, "inference_url"),
+        ({"extra": {"additional_headers": "not json"}}, "additional_headers"),
+        ({"extra": {"additional_headers": {"X-Count": 3}}}, "additional_headers"),
+        ({"extra": {"verify_ssl": "maybe"}}, "verify_ssl"),
+        ({"extra": {"console_url": 42}}, "console_url"),
+    ],
+)
+def test_bad_fields_raise_naming_connection_and_field_without_the_key(fields, field_name):
+    with pytest.raises(FireworksConnectionConfigError) as err:
+        params(**fields)
+    assert err.value.field == field_name
+    assert err.value.conn_id == "fw"
+    assert f"'{field_name}'" in str(err.value) and "'fw'" in str(err.value)
+    assert KEY not in str(err.value)
+
+
+def test_repr_and_cache_key_never_show_the_key_in_text():
+    p = params(extra={"additional_headers": {"B": "2", "A": "1"}})
+    assert KEY not in repr(p)
+    assert KEY not in repr(FireworksHook("fw"))
+    assert p.cache_key() == params(extra={"additional_headers": {"A": "1", "B": "2"}}).cache_key()
+    assert p.cache_key() != params(password="another-key-987654321").cache_key()
+
+
+def test_hook_metadata_matches_the_provider_registration():
+    assert FireworksHook.conn_type == "fireworks"
+    assert FireworksHook.default_conn_name == "fireworks_default"
+    assert FireworksHook.conn_name_attr == "fireworks_conn_id"
+    assert FireworksHook().fireworks_conn_id == "fireworks_default"
