@@ -101,7 +101,9 @@ class AirflowCluster:
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
-                raise RuntimeError(f"airflow {name} exited with {process.returncode}; see {self.home}/{name}.log")
+                raise RuntimeError(
+                    f"airflow {name} exited with {process.returncode}; see {self.home}/{name}.log"
+                )
 
     def logs(self, pattern: str = "**/*.log") -> dict[str, str]:
         """Every log file under the cluster's home matching ``pattern``, by relative path."""
@@ -121,7 +123,9 @@ class AirflowCluster:
 
 
 @contextmanager
-def airflow_cluster(home: Path, dags_folder: Path, extra_env: dict[str, str] | None = None) -> Iterator[AirflowCluster]:
+def airflow_cluster(
+    home: Path, dags_folder: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[AirflowCluster]:
     """Migrate a fresh database in ``home`` and run the four components until the context exits."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
