@@ -14,6 +14,8 @@ from aiohttp import web
 from airflow_fireworks.emulator.app import build_app
 from airflow_fireworks.emulator.settings import Settings, add_arguments, settings_from_args
 
+SHUTDOWN_TIMEOUT_S = 2.0
+
 
 def parse_args(argv: list[str] | None = None) -> tuple[str, int, bool, Settings]:
     """Host, port, access-log flag and validated settings from the command line."""
@@ -34,14 +36,12 @@ async def serve(host: str, port: int, settings: Settings, access_log: bool = Fal
         build_app(settings),
         access_log=logging.getLogger("aiohttp.access") if access_log else None,
         handler_cancellation=True,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
-    bound_port = port
-    server = site._server
-    if isinstance(server, asyncio.base_events.Server) and server.sockets:
-        bound_port = server.sockets[0].getsockname()[1]
+    bound_port = runner.addresses[0][1] if runner.addresses else port
     print(f"Fireworks emulator listening on http://{host}:{bound_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -61,7 +61,7 @@ class Stats:
         self.completions_started = 0
         self.completions_finished = 0
         self.completions_aborted = 0
-        self.completions_failed = 0
+        self.completions_faulted = 0
         self.peak_prefill_queue_length = 0
         self.peak_prefill_queue_duration_s = 0.0
 
@@ -77,7 +77,7 @@ class Stats:
                 "started": self.completions_started,
                 "finished": self.completions_finished,
                 "aborted": self.completions_aborted,
-                "failed": self.completions_failed,
+                "faulted": self.completions_faulted,
             },
             "prefill_queue": {
                 "peak_length": self.peak_prefill_queue_length,
@@ -247,6 +247,10 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     request_id = request.get("request_id")
     if request_id is not None:
         response.headers["x-request-id"] = request_id
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    app[EMULATOR_KEY].store.clear()
 
 
 # -- control plane ---------------------------------------------------------------------------
@@ -566,6 +570,7 @@ def build_app(settings: Settings) -> web.Application:
     emulator = Emulator(settings)
     app[EMULATOR_KEY] = emulator
     app.on_response_prepare.append(_on_prepare)
+    app.on_cleanup.append(_on_cleanup)
     deployments = "/v1/accounts/{account}/deployments"
     one = deployments + "/{deployment}"
     app.router.add_get("/v1/accounts", get_accounts, name="accounts")

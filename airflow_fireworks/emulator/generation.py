@@ -8,6 +8,7 @@ parameters are built once per request, so a token costs about a microsecond.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import random
@@ -98,25 +99,28 @@ def seed_for(seed: int, identity: str | None, prompt: list[int], choice: int) ->
     return int.from_bytes(digest.digest(), "little")
 
 
-def _profiles(params: SamplingParams) -> list[tuple[list[float], list[float], list[float]]]:
+@functools.lru_cache(maxsize=1024)
+def _profiles(
+    temperature: float, top_p: float, top_k: int
+) -> list[tuple[list[float], list[float], list[float]]]:
     """Per jitter level: model logprobs, sampling cdf and sampling logprobs of the 5 candidates."""
     profiles = []
     for level in range(_LEVELS):
         top = 0.45 + 0.5 * level / (_LEVELS - 1)
         probs = [top] + [(1 - top) * share for share in _TAIL_SHARES]
         model = [math.log(p) for p in probs]
-        allowed = CANDIDATES if params.top_k <= 0 else min(params.top_k, CANDIDATES)
-        if params.temperature <= 0:
+        allowed = CANDIDATES if top_k <= 0 else min(top_k, CANDIDATES)
+        if temperature <= 0:
             weights = [1.0] + [0.0] * (CANDIDATES - 1)
         else:
-            weights = [p ** (1 / params.temperature) if i < allowed else 0.0 for i, p in enumerate(probs)]
+            weights = [p ** (1 / temperature) if i < allowed else 0.0 for i, p in enumerate(probs)]
         total = sum(weights)
         weights = [w / total for w in weights]
-        if params.top_p < 1:
+        if top_p < 1:
             kept: list[float] = []
             acc = 0.0
             for w in weights:
-                kept.append(w if acc < params.top_p or not kept else 0.0)
+                kept.append(w if acc < top_p or not kept else 0.0)
                 acc += w
             total = sum(kept)
             weights = [w / total for w in kept]
@@ -133,7 +137,7 @@ def _profiles(params: SamplingParams) -> list[tuple[list[float], list[float], li
 def generate(vocab: Vocabulary, params: SamplingParams, seed: int, text_offset: int = 0) -> Completion:
     """Sample one completion; ``text_offset`` is where the completion text starts (after an echo)."""
     rng = random.Random(seed)
-    profiles = _profiles(params)
+    profiles = _profiles(params.temperature, params.top_p, params.top_k)
     pool = vocab.generable
     size = len(pool)
     texts = vocab.texts

@@ -520,6 +520,7 @@ class _StreamWriter:
         if rule is None or (self.chunks < rule.after_chunks and not final):
             return False
         self.rule = None
+        self.handler.emulator.stats.completions_faulted += 1
         if rule.kind == "malformed_chunk":
             buffer.append(b'data: {"id": "' + self.response_id.encode() + b'", "choices": [\n\n')
             return False
@@ -593,5 +594,4 @@ class _StreamWriter:
         if self.parsed.perf_metrics:
             final["perf_metrics"] = self.handler.metrics(self.job, deployment, len(self.parsed.prompt))
         buffer.append(self._frame(final) + b"data: [DONE]\n\n")
-        await self._flush(buffer)
-        await self.response.write_eof()
+        await self.response.write_eof(b"".join(buffer))
