@@ -12,6 +12,7 @@ This uses Airflow internals (``sync_bag_to_db``, ``DagBundlesManager``); it is p
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,3 +87,60 @@ def xcom(dag_run: DagRun, task_id: str, key: str = "return_value", map_index: in
             )
         ).first()
         return XComModel.deserialize_value(row) if row is not None else None
+
+
+class RecordingTaskInstance:
+    """The part of a task instance operators use in ``execute``: XCom pushes, recorded in ``xcoms``."""
+
+    def __init__(self, task_id: str = "task", try_number: int = 1) -> None:
+        self.task_id = task_id
+        self.try_number = try_number
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+class MemoryTaskStateStore:
+    """In-memory stand-in for ``context["task_state_store"]`` (kept across a task's retries)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+def task_context(**extra: Any) -> dict[str, Any]:
+    """A minimal context for calling ``operator.execute`` directly in a test."""
+    return {
+        "ti": RecordingTaskInstance(),
+        "task_state_store": MemoryTaskStateStore(),
+        "params": {},
+        **extra,
+    }
+
+
+async def run_deferred(operator: Any, context: dict[str, Any]) -> Any:
+    """Call ``execute``; it must defer. Run the trigger for real, as the triggerer would (rebuilt
+    from ``serialize()``), and resume the operator with the event. Returns what it returns."""
+    from airflow.sdk.exceptions import TaskDeferred
+    from airflow.serialization.serialized_objects import BaseSerialization
+
+    try:
+        operator.execute(context)
+    except TaskDeferred as deferred:
+        classpath, kwargs = deferred.trigger.serialize()
+        stored = BaseSerialization.serialize(kwargs)
+        module, _, name = classpath.rpartition(".")
+        trigger = getattr(importlib.import_module(module), name)(**BaseSerialization.deserialize(stored))
+        event = await trigger.run().asend(None)
+        resume = getattr(operator, deferred.method_name)
+        return resume(context, event=event.payload, **(deferred.kwargs or {}))
+    raise AssertionError(f"{type(operator).__name__}.execute() returned without deferring")
