@@ -308,7 +308,10 @@ def test_hard_delete_goes_away(emulator: EmulatorProcess) -> None:
     ready(emulator, "hard")
     emulator.configure(delete_delay_s=0.2)
     response = call(
-        emulator, "DELETE", f"{deployments_path(emulator)}/hard", params={"ignoreChecks": "true", "hard": "true"}
+        emulator,
+        "DELETE",
+        f"{deployments_path(emulator)}/hard",
+        params={"ignoreChecks": "true", "hard": "true"},
     )
     assert response.status_code == 200
     assert state_of(emulator, "hard") == "DELETING"
@@ -326,7 +329,10 @@ def test_soft_delete_is_listed_only_with_show_deleted(emulator: EmulatorProcess)
     listed = call(emulator, "GET", deployments_path(emulator)).json()["deployments"]
     assert [item["name"].rsplit("/", 1)[-1] for item in listed] == ["alive"]
     with_deleted = call(emulator, "GET", deployments_path(emulator), params={"showDeleted": "true"}).json()
-    assert sorted(item["name"].rsplit("/", 1)[-1] for item in with_deleted["deployments"]) == ["alive", "soft"]
+    assert sorted(item["name"].rsplit("/", 1)[-1] for item in with_deleted["deployments"]) == [
+        "alive",
+        "soft",
+    ]
     assert create(emulator, "soft").status_code == 409
 
 
