@@ -1,0 +1,60 @@
+"""The lifecycle DAG on real Airflow components: waits are deferred to the real triggerer.
+
+api-server, scheduler, dag-processor and triggerer run as separate processes with the
+LocalExecutor on SQLite; the emulator is slow enough that each wait is visibly deferred.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.airflow_helpers import TESTS_DAGS
+from tests.e2e.cluster import AirflowCluster, airflow_cluster
+from tests.emulator_control import EmulatorProcess
+
+pytestmark = pytest.mark.e2e
+DAG_ID = "fireworks_lifecycle_deferrable"
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    emulator_process: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowCluster]:
+    connection = {
+        "conn_type": "fireworks", "host": emulator_process.url, "password": emulator_process.api_key
+    }
+    with airflow_cluster(
+        tmp_path_factory.mktemp("airflow-e2e"),
+        TESTS_DAGS,
+        extra_env={"AIRFLOW_CONN_FIREWORKS_DEFAULT": json.dumps(connection)},
+    ) as running:
+        running.wait_for_dag(DAG_ID)
+        yield running
+
+
+def test_waits_are_deferred_and_resumed_by_the_triggerer(cluster: AirflowCluster, emulator: EmulatorProcess):
+    emulator.configure(create_delay_s=6.0, hotload_stage_s=1.0)
+
+    run_id = cluster.trigger(DAG_ID, conf={"deployment_id": "e2e-lifecycle", "snapshot": "e2e-step-1"})
+    state, seen = cluster.wait_for_run(DAG_ID, run_id, timeout_s=240)
+
+    assert state == "success", (seen, cluster.home)
+    assert cluster.task_states(DAG_ID, run_id) == {
+        "create": "success", "hotload": "success", "release": "success"
+    }
+    assert "deferred" in seen["create"], seen
+    assert "deferred" in seen["hotload"], seen
+    trigger_logs = cluster.logs(f"logs/dag_id={DAG_ID}/run_id={run_id}/**/*trigger*")
+    assert any("task_id=create" in path for path in trigger_logs), sorted(trigger_logs)
+    assert len(emulator.requests(route="create")) == 1
+    deployment = emulator.session.get(
+        f"{emulator.url}/v1/accounts/{emulator.account_id}/deployments/e2e-lifecycle",
+        headers={"X-Api-Key": emulator.api_key}, timeout=5,
+    ).json()
+    assert deployment["replicaCount"] == 0
+    assert deployment["activeModelVersion"] == "e2e-step-1"
+    all_logs = "\n".join(cluster.logs("logs/**/*").values())
+    assert emulator.api_key not in all_logs
