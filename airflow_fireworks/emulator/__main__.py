@@ -14,7 +14,7 @@ from aiohttp import web
 from airflow_fireworks.emulator.app import build_app
 from airflow_fireworks.emulator.settings import Settings, add_arguments, settings_from_args
 
-SHUTDOWN_TIMEOUT_S = 2.0
+SHUTDOWN_TIMEOUT_S = 0.5
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[str, int, bool, Settings]:

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import operator
+import os
 import random
 import re
 import time
@@ -207,7 +208,7 @@ async def fireworks_middleware(request: web.Request, handler: Handler) -> web.St
         except ApiError as exc:
             return error_response(exc)
     emulator = emulator_of(request)
-    request["request_id"] = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request["request_id"] = request.headers.get("x-request-id") or os.urandom(16).hex()
     route = request.match_info.route.name or "unknown"
     response: web.StreamResponse | None = None
     status: int | str = "dropped"
@@ -230,7 +231,7 @@ async def fireworks_middleware(request: web.Request, handler: Handler) -> web.St
         if emulator.request_log.maxlen:
             emulator.request_log.append(
                 {
-                    "time": rfc3339(time.time()),
+                    "time": time.time(),
                     "route": route,
                     "method": request.method,
                     "path": request.path,
@@ -535,7 +536,8 @@ async def admin_requests(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise invalid("limit must be an integer") from None
     entries = [entry for entry in emulator.request_log if route is None or entry["route"] == route]
-    return json_response(entries[-limit:] if limit > 0 else [])
+    entries = entries[-limit:] if limit > 0 else []
+    return json_response([{**entry, "time": rfc3339(entry["time"])} for entry in entries])
 
 
 async def admin_add_fault(request: web.Request) -> web.StreamResponse:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -426,7 +426,7 @@ class CompletionsHandler:
             choices.append(choice)
         metrics = self.metrics(jobs[0], deployment, len(parsed.prompt))
         body: dict[str, Any] = {
-            "id": f"cmpl-{uuid.uuid4().hex}",
+            "id": f"cmpl-{os.urandom(16).hex()}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": parsed.model,
@@ -491,7 +491,7 @@ class _StreamWriter:
         self.rule = rule
         self.handler = handler
         self.chunks = 0
-        self.response_id = f"cmpl-{uuid.uuid4().hex}"
+        self.response_id = f"cmpl-{os.urandom(16).hex()}"
         self.created = int(time.time())
 
     def _chunk(self, text: str, rows: list[dict[str, Any]] | None, finish: str | None) -> dict[str, Any]:
