@@ -1,0 +1,362 @@
+"""Where ``FireworksSampleOperator`` keeps one shard's output, and what a retry finds there.
+
+Layout under ``output_path`` for shard ``k``::
+
+    shard-00000k/inputs.json                  while sampling: what is being sampled
+    shard-00000k/part-<try>-<uuid8>.jsonl     while sampling: one file per attempt
+    shard-00000k/completions.jsonl            at the end: one record per completion
+    shard-00000k/errors.jsonl                 at the end: one error record per failed prompt
+    shard-00000k/manifest.json                at the end, written last
+
+An attempt writes each prompt's whole group of records with one write and one flush, so only the
+last group of a part can be torn (by a crash). ``scan`` reads what earlier attempts left: a torn
+last line is ignored, and a prompt counts as done only when its complete group is there.
+``consolidate`` writes ``completions.jsonl`` ordered by prompt then sample, each (prompt, sample)
+once, through a temporary file renamed into place; the parts are removed only after the manifest
+is written. ``manifest.json`` is present only when the shard is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections import Counter
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow_fireworks.api import FireworksValidationError
+from airflow_fireworks.sampling.output import COMPLETION, ERROR, dumps_record, write_result
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_fireworks.sampling import PromptResult
+
+log = logging.getLogger(__name__)
+
+COMPLETIONS_FILE = "completions.jsonl"
+ERRORS_FILE = "errors.jsonl"
+MANIFEST_FILE = "manifest.json"
+INPUTS_FILE = "inputs.json"
+_TMP_SUFFIX = ".tmp"
+_PART_RE = re.compile(r"^part-(\d+)-([0-9a-f]{8})\.jsonl$")
+#: The start of a record line as ``dumps_record`` writes it: enough to tell which prompt a torn
+#: line belonged to.
+_RECORD_HEAD_RE = re.compile(rb'^\{"type":"(?:completion|error)","prompt_index":(\d+)[,}]')
+
+
+def shard_dir_name(shard_index: int) -> str:
+    """``shard-000003`` for shard 3."""
+    return f"shard-{shard_index:06d}"
+
+
+@dataclass
+class Tally:
+    """Counts over completion groups: completions, tokens, finish reasons, max_seq_len drops."""
+
+    n: int
+    completions: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reasons: Counter[str] = field(default_factory=Counter)
+    dropped_by_max_seq_len: int = 0
+
+    def add_group(
+        self, prompt_lens: Iterable[int], completion_lens: Iterable[int], finish_reasons: Iterable[str]
+    ) -> None:
+        """Count one prompt's group (fewer than ``n`` records: the rest fell to ``max_seq_len``)."""
+        before = self.completions
+        for prompt_len, completion_len, reason in zip(
+            prompt_lens, completion_lens, finish_reasons, strict=True
+        ):
+            self.completions += 1
+            self.prompt_tokens += prompt_len
+            self.completion_tokens += completion_len
+            self.finish_reasons[reason] += 1
+        self.dropped_by_max_seq_len += max(0, self.n - (self.completions - before))
+
+
+@dataclass(slots=True)
+class _Group:
+    """One prompt's consecutive completion records in one file (byte range ``start:end``)."""
+
+    prompt_index: int
+    source: int
+    start: int
+    end: int = 0
+    sample_indices: list[int] = field(default_factory=list)
+    prompt_lens: list[int] = field(default_factory=list)
+    completion_lens: list[int] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+    damaged: bool = False
+
+    def is_complete(self, n: int, *, may_be_torn: bool) -> bool:
+        """Whole when it holds samples 0..n-1; a group with fewer samples (the others dropped by
+        ``max_seq_len``) is trusted only where no crash can have cut it short."""
+        if self.damaged or len(set(self.sample_indices)) != len(self.sample_indices):
+            return False
+        if sorted(self.sample_indices) == list(range(n)):
+            return True
+        return not may_be_torn and 0 < len(self.sample_indices) <= n
+
+
+@dataclass
+class ShardContents:
+    """What the shard directory holds: the one complete group chosen for each done prompt, the
+    latest error of each prompt without one, and the files they came from."""
+
+    n: int
+    sources: list[ObjectStoragePath]
+    groups: dict[int, _Group]
+    errors: dict[int, dict[str, Any]]
+
+    @property
+    def done(self) -> frozenset[int]:
+        """Indices of prompts whose complete group is present (not to be sampled again)."""
+        return frozenset(self.groups)
+
+    def tally(self) -> Tally:
+        """Counts over the chosen groups."""
+        tally = Tally(self.n)
+        for group in self.groups.values():
+            tally.add_group(group.prompt_lens, group.completion_lens, group.finish_reasons)
+        return tally
+
+
+class PartWriter:
+    """Appends prompt groups to this attempt's part file: one write and one flush per prompt."""
+
+    def __init__(self, path: ObjectStoragePath) -> None:
+        self.path = path
+        self._fp: IO[str] = path.open("w", encoding="utf-8", newline="\n")
+
+    def write(self, result: PromptResult) -> None:
+        """Write one prompt's records (its completions, or its error record)."""
+        if write_result(self._fp, result):
+            self._fp.flush()
+
+    def close(self) -> None:
+        self._fp.close()
+
+
+class ShardStore:
+    """The directory of one shard under ``output_path``."""
+
+    def __init__(self, root: ObjectStoragePath, shard_index: int) -> None:
+        self.directory = root / shard_dir_name(shard_index)
+        self.completions_path = self.directory / COMPLETIONS_FILE
+        self.errors_path = self.directory / ERRORS_FILE
+        self.manifest_path = self.directory / MANIFEST_FILE
+        self.inputs_path = self.directory / INPUTS_FILE
+
+    def __repr__(self) -> str:
+        return f"ShardStore({str(self.directory)!r})"
+
+    # -- state of the directory ------------------------------------------------------------
+
+    def prepare(self, inputs: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
+        """Make the directory ready for ``inputs`` and return its manifest if the shard is
+        already complete for these inputs.
+
+        Files left by different inputs are refused (``FireworksValidationError`` naming what
+        differs) unless ``overwrite``, which removes them.
+        """
+        self._invalidate_listing()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        manifest = _read_json(self.manifest_path)
+        recorded = manifest.get("inputs") if manifest is not None else _read_json(self.inputs_path)
+        if recorded is None and self._our_files():
+            recorded = {}
+        expected = json.loads(json.dumps(inputs))
+        if recorded is not None and recorded != expected:
+            if not overwrite:
+                raise FireworksValidationError(
+                    "output_path",
+                    f"{self.directory} already holds results of different inputs "
+                    f"({_differences(recorded, expected)}); use another output_path, or set "
+                    "overwrite=True to replace them",
+                )
+            log.warning("Removing results of different inputs from %s (overwrite=True)", self.directory)
+            for path in self._our_files():
+                path.unlink()
+            manifest = None
+        if manifest is not None:
+            return manifest
+        self.inputs_path.write_text(json.dumps(expected, indent=2, sort_keys=True), encoding="utf-8")
+        return None
+
+    def reopen(self, manifest: dict[str, Any]) -> None:
+        """Mark a complete shard as in progress again; its ``completions.jsonl`` stays as a resume
+        source, so only prompts without a complete group are sampled again."""
+        self.inputs_path.write_text(
+            json.dumps(manifest["inputs"], indent=2, sort_keys=True), encoding="utf-8"
+        )
+        self.manifest_path.unlink()
+        if self.errors_path.exists():
+            self.errors_path.unlink()
+
+    def open_part(self, attempt: int) -> PartWriter:
+        """A new part file for this attempt (never one an earlier or concurrent attempt uses)."""
+        return PartWriter(self.directory / f"part-{attempt}-{uuid.uuid4().hex[:8]}.jsonl")
+
+    def scan(self, n: int, *, clean: Collection[str] = ()) -> ShardContents:
+        """Read every resume source: ``completions.jsonl`` (always whole), then the parts by
+        attempt. Files named in ``clean`` were closed normally, so their last group is whole
+        even with fewer than ``n`` records."""
+        self._invalidate_listing()
+        sources: list[ObjectStoragePath] = []
+        if self.completions_path.exists():
+            sources.append(self.completions_path)
+        sources.extend(self._parts())
+        groups: dict[int, _Group] = {}
+        errors: dict[int, dict[str, Any]] = {}
+        for number, path in enumerate(sources):
+            may_be_torn = path.name not in clean and path.name != COMPLETIONS_FILE
+            file_groups, file_errors = _scan_file(path, number)
+            for position, group in enumerate(file_groups):
+                last = position == len(file_groups) - 1
+                if group.prompt_index not in groups and group.is_complete(
+                    n, may_be_torn=may_be_torn and last
+                ):
+                    groups[group.prompt_index] = group
+            errors.update(file_errors)
+        for index in groups:
+            errors.pop(index, None)
+        return ShardContents(n=n, sources=sources, groups=groups, errors=errors)
+
+    # -- the end of a shard ----------------------------------------------------------------
+
+    def consolidate(self, contents: ShardContents) -> None:
+        """Write ``completions.jsonl`` (ordered, one record per (prompt, sample)) and
+        ``errors.jsonl`` from ``contents``; the sources stay until ``finish``."""
+        tmp = self.directory / (COMPLETIONS_FILE + _TMP_SUFFIX)
+        readers: dict[int, IO[bytes]] = {}
+        try:
+            with tmp.open("wb") as out:
+                for index in sorted(contents.groups):
+                    group = contents.groups[index]
+                    reader = readers.get(group.source)
+                    if reader is None:
+                        reader = readers[group.source] = contents.sources[group.source].open("rb")
+                    reader.seek(group.start)
+                    out.write(_ordered(reader.read(group.end - group.start), group.sample_indices))
+        finally:
+            for reader in readers.values():
+                reader.close()
+        tmp.replace(self.completions_path)
+        with self.errors_path.open("w", encoding="utf-8", newline="\n") as out:
+            for index in sorted(contents.errors):
+                out.write(dumps_record(contents.errors[index]))
+
+    def finish(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest (the shard is then complete), then remove the scratch files."""
+        self.manifest_path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        self.remove_scratch()
+
+    def remove_scratch(self) -> None:
+        """Remove the parts, ``inputs.json`` and temporary files; results stay."""
+        self._invalidate_listing()
+        for path in [*self._parts(), self.inputs_path, self.directory / (COMPLETIONS_FILE + _TMP_SUFFIX)]:
+            if path.exists():
+                path.unlink()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _parts(self) -> list[ObjectStoragePath]:
+        if not self.directory.exists():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            match = _PART_RE.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path.name, path))
+        return [path for _, _, path in sorted(found)]
+
+    def _our_files(self) -> list[ObjectStoragePath]:
+        names = {COMPLETIONS_FILE, ERRORS_FILE, MANIFEST_FILE, INPUTS_FILE, COMPLETIONS_FILE + _TMP_SUFFIX}
+        if not self.directory.exists():
+            return []
+        return [path for path in self.directory.iterdir() if path.name in names or _PART_RE.match(path.name)]
+
+    def _invalidate_listing(self) -> None:
+        # Object-store filesystems cache listings; another attempt may have changed them.
+        self.directory.fs.invalidate_cache()
+
+
+def _read_json(path: ObjectStoragePath) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        log.warning("Ignoring %s: not valid JSON", path)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _differences(recorded: dict[str, Any], expected: dict[str, Any]) -> str:
+    if not recorded:
+        return "files not written by this operator, or without their inputs.json"
+    keys = sorted(k for k in recorded.keys() | expected.keys() if recorded.get(k) != expected.get(k))
+    return "different " + ", ".join(keys)
+
+
+def _scan_file(path: ObjectStoragePath, source: int) -> tuple[list[_Group], dict[int, dict[str, Any]]]:
+    """The completion groups (in file order) and error records of one JSON Lines file."""
+    groups: list[_Group] = []
+    errors: dict[int, dict[str, Any]] = {}
+    current: _Group | None = None
+    offset = 0
+    with path.open("rb") as fp:
+        for line in fp:
+            start, offset = offset, offset + len(line)
+            record = _parse(line)
+            if record is None:
+                if line.strip():
+                    head = _RECORD_HEAD_RE.match(line)
+                    if current is not None and (head is None or int(head.group(1)) == current.prompt_index):
+                        current.damaged = True
+                    log.warning("Ignoring an incomplete line at byte %d of %s", start, path)
+                continue
+            index = record["prompt_index"]
+            if record["type"] == ERROR:
+                current = None
+                errors[index] = record
+                continue
+            if current is None or current.prompt_index != index:
+                current = _Group(prompt_index=index, source=source, start=start)
+                groups.append(current)
+            current.end = offset
+            current.sample_indices.append(record["sample_index"])
+            current.prompt_lens.append(record["prompt_len"])
+            current.completion_lens.append(record["completion_len"])
+            current.finish_reasons.append(record["finish_reason"])
+    return groups, errors
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """A record from one whole line, or None for a torn or foreign line."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or type(record.get("prompt_index")) is not int:
+        return None
+    if record.get("type") == ERROR:
+        return record
+    if record.get("type") != COMPLETION or type(record.get("sample_index")) is not int:
+        return None
+    return record
+
+
+def _ordered(data: bytes, sample_indices: list[int]) -> bytes:
+    """A group's lines ordered by sample index."""
+    if sample_indices == sorted(sample_indices):
+        return data
+    lines = data.splitlines(keepends=True)
+    return b"".join(line for _, line in sorted(zip(sample_indices, lines, strict=True)))

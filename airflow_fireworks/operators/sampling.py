@@ -1,0 +1,1092 @@
+"""``FireworksSampleOperator``: sample completions with token ids (and logprobs) from a deployment.
+
+Prompts come from a (templated) list, an upstream task's XCom, or a JSON Lines file at an
+``ObjectStoragePath``. With ``output_path`` every completion is written there as one JSON Lines
+record (``airflow_fireworks.sampling.output``), grouped by prompt so GRPO groups can be rebuilt,
+with a manifest beside it; only a small summary goes to XCom. Without ``output_path`` the records
+go to XCom, and a prompt set too large for that is refused before anything is sent.
+
+Large prompt sets are split with dynamic task mapping, one shard per mapped task (prompt ``i``
+belongs to shard ``i % num_shards``)::
+
+    FireworksSampleOperator.partial(
+        task_id="sample", deployment_id="grpo-qwen3", tokenizer="Qwen/Qwen3-8B",
+        prompts_path="s3://aws_default@bucket/prompts.jsonl", n=8, num_shards=4,
+        output_path="s3://aws_default@bucket/rollouts/{{ run_id }}",
+    ).expand(shard_index=[0, 1, 2, 3])
+
+A retried task resumes: prompts whose whole group of completions is already written are not
+sampled again, and nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_fireworks.api import FireworksValidationError, validate_deployment_id
+from airflow_fireworks.hooks.fireworks import FireworksHook
+from airflow_fireworks.operators._sample_store import ShardStore, Tally
+from airflow_fireworks.sampling import (
+    AdaptiveConcurrencyController,
+    ConcurrencyController,
+    DeploymentSampler,
+    FixedConcurrencyController,
+    PromptResult,
+    PromptSpec,
+    load_tokenizer,
+    sample_prompts,
+)
+from airflow_fireworks.sampling.output import result_records
+from airflow_fireworks.sampling.sampler import check_prompt_ids
+from airflow_fireworks.sampling.tokenization import validate_messages
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_fireworks.sampling import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "airflow-fireworks/sample-shard/v1"
+#: Keys of the manifest that are also the task's XCom summary (plus ``reused``).
+SUMMARY_KEYS = (
+    "model", "tokenizer", "shard_index", "num_shards",
+    "num_prompts", "num_prompts_sampled", "num_prompts_resumed", "num_prompts_failed", "num_prompts_skipped",
+    "num_completions", "prompt_tokens", "completion_tokens", "finish_reasons",
+    "throughput", "controller", "completions_uri", "errors_uri", "manifest_uri",
+)  # fmt: skip
+#: Error summaries kept in the manifest (every error record is in errors.jsonl).
+MANIFEST_ERRORS = 100
+#: The timeline keeps at most this many points: its interval doubles when it would grow beyond.
+TIMELINE_MAX_POINTS = 600
+TIMELINE_FIRST_INTERVAL_S = 0.5
+_MAX_STOP = 4
+_MAX_N = 128
+_PROMPT_KEYS = frozenset({"messages", "prompt_token_ids", "metadata"})
+_PENDING: Any = object()
+
+
+# -- parameter checks ---------------------------------------------------------------------------
+
+
+def _is_static(value: Any) -> bool:
+    """True when ``value`` is final at parse time (no Jinja template, no XComArg)."""
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    if isinstance(value, str | ObjectStoragePath):
+        text = str(value)
+        return "{{" not in text and "{%" not in text
+    if isinstance(value, Mapping):
+        return all(_is_static(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_is_static(v) for v in value)
+    return False
+
+
+def _int(name: str, value: Any, low: int, high: int | None = None, *, optional: bool = False) -> int | None:
+    """An integer in range; numeric strings (rendered templates) are accepted."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise FireworksValidationError(name, f"must be an integer {bounds}, got {value!r}")
+    return value
+
+
+def _float(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False, optional: bool = False
+) -> float | None:
+    """A number in range; numeric strings (rendered templates) are accepted."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str):
+        with suppress(ValueError):
+            value = float(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or not low <= value <= high
+        or (low_open and value == low)
+    ):
+        bounds = f"{'(' if low_open else '['}{low}, {high}]"
+        raise FireworksValidationError(name, f"must be a number in {bounds}, got {value!r}")
+    return float(value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise FireworksValidationError(name, f"must be True or False, got {value!r}")
+    return value
+
+
+def _model(value: Any) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    parts = text.split("/")
+    full_name = len(parts) == 4 and parts[0] == "accounts" and parts[2] == "deployments" and all(parts)
+    base, _, deployment = text.partition("#")
+    if not (full_name or (base and deployment and "/" not in deployment)):
+        raise FireworksValidationError(
+            "model",
+            f"{value!r} is not an inference model name; use 'accounts/<account>/deployments/<deployment>' "
+            "(or pass deployment_id and let the account be resolved)",
+        )
+    return text
+
+
+def _stop(value: Any) -> str | list[str] | list[int] | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    if (
+        isinstance(value, list | tuple)
+        and 0 < len(value) <= _MAX_STOP
+        and (all(isinstance(v, str) and v for v in value) or all(type(v) is int and v >= 0 for v in value))
+    ):
+        return list(value)
+    raise FireworksValidationError(
+        "stop",
+        f"must be a string or a list of at most {_MAX_STOP} non-empty strings (or token ids), got {value!r}",
+    )
+
+
+def _storage_path(name: str, value: Any) -> ObjectStoragePath:
+    """An ``ObjectStoragePath`` from a URI, an absolute local path, or an ``ObjectStoragePath``."""
+    if isinstance(value, ObjectStoragePath):
+        path = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        if "://" not in text:
+            if not text.startswith("/"):
+                raise FireworksValidationError(
+                    name,
+                    f"{value!r} is a relative path; use a URI such as 'file:///data/x' or 's3://bucket/x'",
+                )
+            text = "file://" + text
+        path = ObjectStoragePath(text)
+    else:
+        raise FireworksValidationError(
+            name, f"must be an ObjectStoragePath or a URI such as 'file:///data/x', got {value!r}"
+        )
+    if not path.protocol:
+        return ObjectStoragePath("file://" + path.path)
+    return path
+
+
+def _tokenizer_name(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise FireworksValidationError(name, "must be a Hugging Face model id or a local tokenizer directory")
+    return value.strip()
+
+
+def _concurrency(value: Any) -> dict[str, Any]:
+    """``{"mode": "adaptive", **params}`` or ``{"mode": "fixed", "max_concurrency": n}``."""
+    if value == "adaptive":
+        return {"mode": "adaptive"}
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise FireworksValidationError("concurrency", f"a fixed concurrency must be >= 1, got {value}")
+        return {"mode": "fixed", "max_concurrency": value}
+    if isinstance(value, Mapping):
+        known = [
+            name
+            for name, param in inspect.signature(AdaptiveConcurrencyController).parameters.items()
+            if param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise FireworksValidationError(
+                "concurrency", f"unknown AdaptiveConcurrencyController parameter(s) {unknown}; known: {known}"
+            )
+        try:
+            AdaptiveConcurrencyController(**value)
+        except FireworksValidationError as err:
+            raise FireworksValidationError("concurrency", str(err)) from None
+        return {"mode": "adaptive", **value}
+    raise FireworksValidationError(
+        "concurrency",
+        f"must be 'adaptive', an integer (fixed window) or a dict of AdaptiveConcurrencyController "
+        f"parameters, got {value!r}",
+    )
+
+
+def _make_controller(spec: Mapping[str, Any]) -> ConcurrencyController:
+    params = {k: v for k, v in spec.items() if k != "mode"}
+    if spec["mode"] == "fixed":
+        return FixedConcurrencyController(params["max_concurrency"])
+    return AdaptiveConcurrencyController(**params)
+
+
+# -- prompts ------------------------------------------------------------------------------------
+
+
+def _prompt_spec(record: Any, index: int) -> PromptSpec:
+    """A ``PromptSpec`` from one prompt record; ``ValueError`` says what is wrong with it."""
+    try:
+        if isinstance(record, str):
+            if not record.strip():
+                raise ValueError("is an empty string")
+            return PromptSpec(index, messages=[{"role": "user", "content": record}])
+        if isinstance(record, list | tuple):
+            validate_messages(record)
+            return PromptSpec(index, messages=list(record))
+        if isinstance(record, Mapping):
+            unknown = sorted(str(k) for k in set(record) - _PROMPT_KEYS)
+            if unknown:
+                hint = (
+                    "a single chat message must be inside a list: [{'role': ..., 'content': ...}]"
+                    if "role" in record
+                    else "put other fields under 'metadata'"
+                )
+                raise ValueError(
+                    f"has unknown key(s) {unknown}; a prompt object has 'messages' or 'prompt_token_ids' "
+                    f"and an optional 'metadata' object ({hint})"
+                )
+            if ("messages" in record) == ("prompt_token_ids" in record):
+                raise ValueError("needs exactly one of 'messages' or 'prompt_token_ids'")
+            metadata = record.get("metadata")
+            if metadata is not None and not isinstance(metadata, Mapping):
+                raise ValueError(f"'metadata' must be an object, got {type(metadata).__name__}")
+            meta = dict(metadata) if metadata else None
+            if "messages" in record:
+                validate_messages(record["messages"])
+                return PromptSpec(index, messages=list(record["messages"]), metadata=meta)
+            ids = check_prompt_ids(record["prompt_token_ids"])
+            return PromptSpec(index, prompt_token_ids=ids, metadata=meta)
+    except FireworksValidationError as err:
+        raise ValueError(str(err)) from None
+    raise ValueError(
+        f"is a {type(record).__name__}; a prompt is a string, a list of chat messages, or an object "
+        "with 'messages' or 'prompt_token_ids'"
+    )
+
+
+class _PromptSet:
+    """A prompt source read record by record: an in-memory list or a JSON Lines file."""
+
+    def __init__(
+        self,
+        field_name: str,
+        source: str,
+        records: Callable[[], Iterator[tuple[int, str, Any]]],
+        decode: Callable[[Any], Any],
+    ) -> None:
+        self.field = field_name
+        self.source = source
+        self.records = records
+        self._decode = decode
+        self.total = 0
+        self.digest = ""
+        self.needs_tokenizer = False
+
+    @classmethod
+    def from_list(cls, prompts: Sequence[Any]) -> _PromptSet:
+        def records() -> Iterator[tuple[int, str, Any]]:
+            for index, record in enumerate(prompts):
+                yield index, f"item {index}", record
+
+        return cls("prompts", "prompts", records, lambda record: record)
+
+    @classmethod
+    def from_jsonl(cls, path: ObjectStoragePath) -> _PromptSet:
+        def records() -> Iterator[tuple[int, str, Any]]:
+            index = 0
+            with path.open("rb") as fp:
+                for number, line in enumerate(fp, start=1):
+                    if line.strip():
+                        yield index, f"line {number} of {path}", line
+                        index += 1
+
+        def decode(line: bytes) -> Any:
+            try:
+                return json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"is not valid JSON ({err}); each line must be one JSON record") from None
+
+        return cls("prompts_path", str(path), records, decode)
+
+    def spec(self, index: int, where: str, raw: Any) -> PromptSpec:
+        try:
+            return _prompt_spec(self._decode(raw), index)
+        except ValueError as err:
+            raise FireworksValidationError(self.field, f"{where} {err}") from None
+
+    def validate(self) -> None:
+        """Read every record (every shard sees the same errors); count, digest, tokenizer need."""
+        digest = hashlib.sha256()
+        total = 0
+        for index, where, raw in self.records():
+            spec = self.spec(index, where, raw)
+            try:
+                canonical = json.dumps(
+                    [spec.messages, spec.prompt_token_ids, spec.metadata],
+                    sort_keys=True,
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                )
+            except (TypeError, ValueError) as err:
+                raise FireworksValidationError(
+                    self.field, f"{where} is not JSON-serialisable ({err})"
+                ) from None
+            digest.update(canonical.encode())
+            digest.update(b"\n")
+            self.needs_tokenizer |= spec.messages is not None
+            total += 1
+        if total == 0:
+            raise FireworksValidationError(self.field, f"{self.source} holds no prompt; give at least one")
+        self.total = total
+        self.digest = digest.hexdigest()
+
+    def shard(self, shard_index: int, num_shards: int) -> _ShardPrompts:
+        return _ShardPrompts(self, shard_index, num_shards)
+
+
+class _ShardPrompts:
+    """The prompts of one shard (``index % num_shards == shard_index``), produced lazily."""
+
+    def __init__(self, prompt_set: _PromptSet, shard_index: int, num_shards: int) -> None:
+        self._set = prompt_set
+        self.indices = range(shard_index, prompt_set.total, num_shards)
+        self._shard_index = shard_index
+        self._num_shards = num_shards
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __contains__(self, index: object) -> bool:
+        return index in self.indices
+
+    def __iter__(self) -> Iterator[PromptSpec]:
+        for index, where, raw in self._set.records():
+            if index % self._num_shards == self._shard_index:
+                yield self._set.spec(index, where, raw)
+
+
+# -- one attempt's sampling ---------------------------------------------------------------------
+
+
+class _CountingController:
+    """Delegates to a concurrency controller and counts the requests in flight (for the timeline)."""
+
+    def __init__(self, inner: ConcurrencyController) -> None:
+        self.inner = inner
+        self.in_flight = 0
+
+    @property
+    def window_size(self) -> int:
+        return self.inner.window_size
+
+    async def acquire(self) -> None:
+        await self.inner.acquire()
+        self.in_flight += 1
+
+    def release(self, metrics: ServerMetrics | None = None) -> None:
+        self.in_flight -= 1
+        self.inner.release(metrics)
+
+    def step_completed(self) -> dict[str, float]:
+        return self.inner.step_completed()
+
+    def note_retry_exhausted(self, metrics: ServerMetrics | None) -> None:
+        note = getattr(self.inner, "note_retry_exhausted", None)
+        if note is not None:
+            note(metrics)
+
+
+@dataclass
+class _Attempt:
+    """What this attempt sampled, and a timeline of throughput and concurrency."""
+
+    n: int
+    controller: _CountingController
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    finished: float | None = None
+    prompts_sampled: int = 0
+    prompts_failed: int = 0
+    prompts_skipped: int = 0
+    tally: Tally = field(init=False)
+    timeline: list[dict[str, float]] = field(default_factory=list)
+    timeline_interval_s: float = TIMELINE_FIRST_INTERVAL_S
+
+    def __post_init__(self) -> None:
+        self.tally = Tally(self.n)
+
+    def add(self, result: PromptResult) -> None:
+        self.prompts_sampled += 1
+        if result.error is not None:
+            self.prompts_failed += 1
+        elif not result.completions:
+            self.prompts_skipped += 1
+        else:
+            completions = result.completions
+            self.tally.add_group(
+                [c.prompt_len for c in completions],
+                [c.completion_len for c in completions],
+                [c.finish_reason for c in completions],
+            )
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def sample_timeline(self) -> None:
+        """Append a point; past ``TIMELINE_MAX_POINTS`` keep every other one and sample half as often."""
+        self.timeline.append(
+            {
+                "t_s": round(self.elapsed_s, 3),
+                "completions": self.tally.completions,
+                "completion_tokens": self.tally.completion_tokens,
+                "tokens_per_s": 0.0,
+                "window": self.controller.window_size,
+                "in_flight": self.controller.in_flight,
+            }
+        )
+        if len(self.timeline) > TIMELINE_MAX_POINTS:
+            self.timeline = self.timeline[1::2]
+            self.timeline_interval_s *= 2
+            start = 0
+        else:
+            start = len(self.timeline) - 1
+        for position in range(start, len(self.timeline)):
+            point = self.timeline[position]
+            before = self.timeline[position - 1] if position else {"t_s": 0.0, "completion_tokens": 0}
+            span = point["t_s"] - before["t_s"]
+            point["tokens_per_s"] = (
+                round((point["completion_tokens"] - before["completion_tokens"]) / span, 1)
+                if span > 0
+                else 0.0
+            )
+
+    async def run_timeline(self) -> None:
+        while True:
+            await asyncio.sleep(self.timeline_interval_s)
+            self.sample_timeline()
+
+    def throughput(self) -> dict[str, float]:
+        seconds = max(self.elapsed_s, 1e-9)
+        return {
+            "sampling_s": round(self.elapsed_s, 3),
+            "prompts_per_s": round(self.prompts_sampled / seconds, 3),
+            "completions_per_s": round(self.tally.completions / seconds, 3),
+            "completion_tokens_per_s": round(self.tally.completion_tokens / seconds, 1),
+        }
+
+
+# -- the operator -------------------------------------------------------------------------------
+
+
+class FireworksSampleOperator(BaseOperator):
+    """Sample ``n`` completions per prompt from a Fireworks deployment, with token ids and logprobs.
+
+    :param fireworks_conn_id: the ``fireworks`` connection (API key, URLs).
+    :param deployment_id: the deployment to sample from (its account is resolved through the
+        connection); or give ``model`` instead.
+    :param model: the inference model name, ``accounts/<account>/deployments/<deployment>``.
+    :param tokenizer: Hugging Face model id or local directory of the tokenizer that renders chat
+        prompts (loaded once per process); not needed when every prompt has ``prompt_token_ids``.
+    :param prompts: a list of prompts, each a string (one user message), a list of chat messages,
+        ``{"messages": [...], "metadata": {...}}`` or ``{"prompt_token_ids": [...], "metadata": ...}``;
+        may be an upstream task's output (XCom). Strings in a literal list are Jinja-rendered like
+        any templated field: wrap the list in ``airflow.sdk.definitions._internal.templater.LiteralValue``
+        or load it from ``prompts_path`` when prompts contain ``{{``.
+    :param prompts_path: a JSON Lines file of the same records (an ``ObjectStoragePath`` or URI).
+    :param shard_index: this task's shard; prompt ``i`` belongs to shard ``i % num_shards``.
+    :param num_shards: how many shards the prompt set is split into.
+    :param n: completions per prompt (a GRPO group), 1-128.
+    :param max_tokens: the most tokens generated per completion (0 only with ``echo``).
+    :param temperature: 0-2.
+    :param top_p: (0, 1]; None for the server default (1.0).
+    :param top_k: 0-100; None for the server default (0, disabled).
+    :param stop: a stop string or up to 4 (token ids are decoded with the tokenizer).
+    :param seed: sample ``i`` of each prompt uses ``seed + i`` (reproducible groups).
+    :param logprobs: return each generated token's logprob (``inference_logprobs``).
+    :param top_logprobs: 0-5 alternatives per position (needs ``logprobs``).
+    :param echo: also return the prompt's logprobs (training-aligned).
+    :param max_seq_len: skip prompts of this many tokens or more, and drop completions whose prompt
+        plus completion exceeds it.
+    :param concurrency: ``"adaptive"`` (the window follows the server's prefill queue), an integer
+        (a fixed number of requests in flight) or a dict of ``AdaptiveConcurrencyController``
+        parameters, e.g. ``{"initial_window": 16, "max_window": 128}``.
+    :param output_path: where completions are written (``ObjectStoragePath`` or URI; ``file://``
+        works everywhere, other schemes through fsspec): ``shard-00000k/completions.jsonl``,
+        ``errors.jsonl`` and ``manifest.json``. Without it the records go to XCom.
+    :param overwrite: replace results of *different* inputs found under ``output_path`` (by default
+        they are refused); results of the same inputs are always resumed or reused.
+    :param max_xcom_completions: without ``output_path``, refuse (before sampling) when prompts x
+        ``n`` exceeds this.
+    :param max_failed_prompt_fraction: fail the task, after writing everything, when more than
+        this fraction of the shard's prompts failed (0.0: any failure); a retry samples only the
+        failed prompts.
+    :param progress_interval_s: seconds between progress log lines.
+    """
+
+    template_fields: Sequence[str] = (
+        "deployment_id", "model", "tokenizer", "prompts", "prompts_path", "output_path",
+        "shard_index", "num_shards", "n", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed",
+        "max_seq_len",
+    )  # fmt: skip
+    template_fields_renderers = {"prompts": "json"}
+    ui_color = "#ece4ff"
+
+    def __init__(
+        self,
+        *,
+        fireworks_conn_id: str = FireworksHook.default_conn_name,
+        deployment_id: str | None = None,
+        model: str | None = None,
+        tokenizer: str | None = None,
+        prompts: Sequence[Any] | None = None,
+        prompts_path: str | ObjectStoragePath | None = None,
+        shard_index: int = 0,
+        num_shards: int = 1,
+        n: int = 1,
+        max_tokens: int = 1024,
+        temperature: float = 1.0,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop: str | Sequence[str] | Sequence[int] | None = None,
+        seed: int | None = None,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
+        echo: bool = False,
+        max_seq_len: int | None = None,
+        concurrency: str | int | Mapping[str, Any] = "adaptive",
+        output_path: str | ObjectStoragePath | None = None,
+        overwrite: bool = False,
+        max_xcom_completions: int = 1000,
+        max_failed_prompt_fraction: float = 0.0,
+        progress_interval_s: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.fireworks_conn_id = fireworks_conn_id
+        self.deployment_id = deployment_id
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.prompts_path = prompts_path
+        self.shard_index = shard_index
+        self.num_shards = num_shards
+        self.n = n
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.stop = stop
+        self.seed = seed
+        self.logprobs = logprobs
+        self.top_logprobs = top_logprobs
+        self.echo = echo
+        self.max_seq_len = max_seq_len
+        self.concurrency = concurrency
+        self.output_path = output_path
+        self.overwrite = overwrite
+        self.max_xcom_completions = max_xcom_completions
+        self.max_failed_prompt_fraction = max_failed_prompt_fraction
+        self.progress_interval_s = progress_interval_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._killed = False
+        self._settings(strict=False)
+        if self.prompts is not None and _is_static(self.prompts):
+            self._prompt_set(self.prompts, None).validate()
+
+    @cached_property
+    def hook(self) -> FireworksHook:
+        return FireworksHook(fireworks_conn_id=self.fireworks_conn_id)
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def _settings(self, *, strict: bool) -> dict[str, Any]:
+        """Every parameter checked and normalised. At parse time (``strict=False``) values still
+        to be rendered are skipped; at run time everything is checked before any request."""
+
+        def get(name: str, check: Callable[[str, Any], Any]) -> Any:
+            value = getattr(self, name)
+            if not strict and not _is_static(value):
+                return _PENDING
+            return check(name, value)
+
+        if not isinstance(self.fireworks_conn_id, str) or not self.fireworks_conn_id:
+            raise FireworksValidationError("fireworks_conn_id", "must be a connection id")
+        if (self.deployment_id is None) == (self.model is None):
+            raise FireworksValidationError(
+                "deployment_id", "give exactly one of deployment_id or model ('accounts/<a>/deployments/<d>')"
+            )
+        if (self.prompts is None) == (self.prompts_path is None):
+            raise FireworksValidationError(
+                "prompts",
+                "give exactly one prompt source: prompts (a list or an XCom) or prompts_path (JSONL)",
+            )
+        s: dict[str, Any] = {
+            "deployment_id": get(
+                "deployment_id", lambda k, v: None if v is None else validate_deployment_id(v)
+            ),
+            "model": get("model", lambda k, v: None if v is None else _model(v)),
+            "tokenizer": get("tokenizer", _tokenizer_name),
+            "prompts_path": get("prompts_path", lambda k, v: None if v is None else _storage_path(k, v)),
+            "output_path": get("output_path", lambda k, v: None if v is None else _storage_path(k, v)),
+            "shard_index": get("shard_index", lambda k, v: _int(k, v, 0)),
+            "num_shards": get("num_shards", lambda k, v: _int(k, v, 1)),
+            "n": get("n", lambda k, v: _int(k, v, 1, _MAX_N)),
+            "max_tokens": get("max_tokens", lambda k, v: _int(k, v, 0)),
+            "temperature": get("temperature", lambda k, v: _float(k, v, 0.0, 2.0)),
+            "top_p": get("top_p", lambda k, v: _float(k, v, 0.0, 1.0, low_open=True, optional=True)),
+            "top_k": get("top_k", lambda k, v: _int(k, v, 0, 100, optional=True)),
+            "stop": get("stop", lambda k, v: _stop(v)),
+            "seed": get("seed", lambda k, v: _int(k, v, 0, optional=True)),
+            "logprobs": _bool("logprobs", self.logprobs),
+            "top_logprobs": _int("top_logprobs", self.top_logprobs, 0, 5, optional=True),
+            "echo": _bool("echo", self.echo),
+            "max_seq_len": get("max_seq_len", lambda k, v: _int(k, v, 1, optional=True)),
+            "concurrency": _concurrency(self.concurrency),
+            "overwrite": _bool("overwrite", self.overwrite),
+            "max_xcom_completions": _int("max_xcom_completions", self.max_xcom_completions, 0),
+            "max_failed_prompt_fraction": _float(
+                "max_failed_prompt_fraction", self.max_failed_prompt_fraction, 0, 1
+            ),
+            "progress_interval_s": _float(
+                "progress_interval_s", self.progress_interval_s, 0, math.inf, low_open=True
+            ),
+        }
+        if s["top_logprobs"] and not s["logprobs"]:
+            raise FireworksValidationError("top_logprobs", "needs logprobs=True")
+        if s["max_tokens"] == 0 and not s["echo"]:
+            raise FireworksValidationError(
+                "max_tokens", "must be >= 1 (0 only makes sense with echo=True, to score prompts)"
+            )
+        if _PENDING not in (s["shard_index"], s["num_shards"]) and s["shard_index"] >= s["num_shards"]:
+            raise FireworksValidationError(
+                "shard_index", f"must be in [0, num_shards={s['num_shards']}), got {s['shard_index']}"
+            )
+        if self.prompts is not None and (strict or _is_static(self.prompts)):
+            self._check_prompt_list(self.prompts)
+        return s
+
+    @staticmethod
+    def _check_prompt_list(prompts: Any) -> None:
+        if isinstance(prompts, str):
+            raise FireworksValidationError(
+                "prompts",
+                "is a string, not a list: wrap a single prompt in a list, pass the upstream task's output "
+                "(prompts=make_prompts()) rather than a Jinja string, or set "
+                "render_template_as_native_obj=True",
+            )
+        if not isinstance(prompts, list | tuple):
+            raise FireworksValidationError(
+                "prompts", f"must be a list of prompts, got {type(prompts).__name__}"
+            )
+
+    @staticmethod
+    def _prompt_set(prompts: Any, prompts_path: ObjectStoragePath | None) -> _PromptSet:
+        if prompts_path is None:
+            return _PromptSet.from_list(prompts)
+        if not prompts_path.exists():
+            raise FireworksValidationError("prompts_path", f"{prompts_path} does not exist")
+        return _PromptSet.from_jsonl(prompts_path)
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        settings = self._settings(strict=True)
+        prompt_set = self._prompt_set(self.prompts, settings["prompts_path"])
+        prompt_set.validate()
+        if (
+            prompt_set.needs_tokenizer or (settings["stop"] and not isinstance(settings["stop"][0], str))
+        ) and settings["tokenizer"] is None:
+            raise FireworksValidationError(
+                "tokenizer",
+                "chat prompts (and integer stop ids) need a tokenizer: give a Hugging Face model "
+                "id or a local directory, or send prompt_token_ids",
+            )
+        tokenizer = self._load_tokenizer(settings["tokenizer"])
+        shard = prompt_set.shard(settings["shard_index"], settings["num_shards"])
+        n = settings["n"]
+        if settings["output_path"] is None and len(shard) * n > settings["max_xcom_completions"]:
+            raise FireworksValidationError(
+                "max_xcom_completions",
+                f"{len(shard)} prompts x n={n} = {len(shard) * n} completions exceed max_xcom_completions="
+                f"{settings['max_xcom_completions']} for XCom; set output_path (e.g. "
+                "'file:///data/rollouts/{{ run_id }}') to write them as JSON Lines, or raise "
+                "max_xcom_completions",
+            )
+        if not len(shard):
+            log.warning(
+                "Shard %d of %d has no prompt (%d prompts in all)",
+                settings["shard_index"],
+                settings["num_shards"],
+                prompt_set.total,
+            )
+        model = settings["model"] or self.hook.inference_model(settings["deployment_id"])
+        inputs = {
+            "model": model,
+            "tokenizer": settings["tokenizer"],
+            "shard_index": settings["shard_index"],
+            "num_shards": settings["num_shards"],
+            "num_prompts_total": prompt_set.total,
+            "prompts_sha256": prompt_set.digest,
+            "sampling": self._sampling_params(settings),
+        }
+        ti = context.get("ti")
+        attempt = int(getattr(ti, "try_number", None) or 1)
+        log.info(
+            "Sampling %d prompts x n=%d from %s (shard %d of %d, attempt %d)",
+            len(shard),
+            n,
+            model,
+            settings["shard_index"],
+            settings["num_shards"],
+            attempt,
+        )
+        if settings["output_path"] is None:
+            return self._sample_to_xcom(settings, inputs, shard, tokenizer)
+        return self._sample_to_store(settings, inputs, shard, tokenizer, prompt_set, attempt)
+
+    @staticmethod
+    def _load_tokenizer(name: str | None) -> Any:
+        if name is None:
+            return None
+        try:
+            return load_tokenizer(name)
+        except OSError as err:
+            raise FireworksValidationError(
+                "tokenizer",
+                f"cannot load {name!r} ({err}); give a local directory or a reachable Hub model id",
+            ) from None
+
+    @staticmethod
+    def _sampling_params(settings: Mapping[str, Any]) -> dict[str, Any]:
+        names = (
+            "n",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "stop",
+            "seed",
+            "logprobs",
+            "top_logprobs",
+            "echo",
+            "max_seq_len",
+        )
+        return {name: settings[name] for name in names}
+
+    def _sample_to_xcom(
+        self, settings: dict[str, Any], inputs: dict[str, Any], shard: _ShardPrompts, tokenizer: Any
+    ) -> dict[str, Any]:
+        records: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+
+        async def collect(result: PromptResult) -> None:
+            (errors if result.error is not None else records).extend(result_records(result))
+
+        run, controller = self._sample(settings, inputs, shard, tokenizer, frozenset(), collect)
+        records.sort(key=lambda r: (r["prompt_index"], r["sample_index"]))
+        errors.sort(key=lambda r: r["prompt_index"])
+        summary = self._summary_fields(
+            inputs,
+            num_prompts=len(shard),
+            run=run,
+            resumed=0,
+            failed=len(errors),
+            skipped=run.prompts_skipped,
+            tally=run.tally,
+            controller=controller,
+            uris=(None, None, None),
+        )
+        self._check_failures(
+            summary,
+            [e["error"] | {"prompt_index": e["prompt_index"]} for e in errors[:1]],
+            where="no XCom is pushed; a retry samples every prompt again",
+        )
+        return {**summary, "reused": False, "completions": records, "errors": errors}
+
+    def _sample_to_store(
+        self,
+        settings: dict[str, Any],
+        inputs: dict[str, Any],
+        shard: _ShardPrompts,
+        tokenizer: Any,
+        prompt_set: _PromptSet,
+        attempt: int,
+    ) -> dict[str, Any]:
+        store = ShardStore(settings["output_path"], settings["shard_index"])
+        previous = store.prepare(inputs, overwrite=settings["overwrite"])
+        if previous is not None:
+            if self._failed_fraction(previous) <= settings["max_failed_prompt_fraction"]:
+                store.remove_scratch()
+                log.info(
+                    "%s already holds the complete results of these inputs; returning their summary "
+                    "without sampling",
+                    store.directory,
+                )
+                return {**{k: previous[k] for k in SUMMARY_KEYS}, "num_prompts_sampled": 0, "reused": True}
+            log.info(
+                "%s holds %d failed prompts from an earlier attempt; sampling them again",
+                store.directory,
+                previous["num_prompts_failed"],
+            )
+            store.reopen(previous)
+        n = settings["n"]
+        before = store.scan(n)
+        done = before.done
+        if done:
+            log.info(
+                "Resuming: %d of %d prompts already have their complete group in %s",
+                len(done),
+                len(shard),
+                store.directory,
+            )
+        writer = store.open_part(attempt)
+
+        async def write(result: PromptResult) -> None:
+            await asyncio.to_thread(writer.write, result)
+
+        try:
+            run, controller = self._sample(settings, inputs, shard, tokenizer, done, write)
+        finally:
+            writer.close()
+        consolidating = time.monotonic()
+        contents = store.scan(n, clean={writer.path.name})
+        store.consolidate(contents)
+        skipped = [i for i in shard.indices if i not in contents.groups and i not in contents.errors]
+        manifest = self._summary_fields(
+            inputs,
+            num_prompts=len(shard),
+            run=run,
+            resumed=len(done),
+            failed=len(contents.errors),
+            skipped=len(skipped),
+            tally=contents.tally(),
+            controller=controller,
+            uris=(str(store.completions_path), str(store.errors_path), str(store.manifest_path)),
+        )
+        error_list = [{"prompt_index": i, **contents.errors[i]["error"]} for i in sorted(contents.errors)]
+        manifest.update(
+            {
+                "format": MANIFEST_FORMAT,
+                "inputs": inputs,
+                "prompts_source": prompt_set.source,
+                "sampling": inputs["sampling"],
+                "concurrency": settings["concurrency"],
+                "completions_dropped_by_max_seq_len": contents.tally().dropped_by_max_seq_len,
+                "skipped_prompt_indices": skipped,
+                "errors_by_kind": dict(Counter(_error_kind(e) for e in error_list)),
+                "errors": [_error_summary(e) for e in error_list[:MANIFEST_ERRORS]],
+                "timing": {
+                    "started_at": run.started_at,
+                    "finished_at": datetime.now(UTC).isoformat(),
+                    "sampling_s": round(run.elapsed_s, 3),
+                    "consolidation_s": round(time.monotonic() - consolidating, 3),
+                },
+                "timeline": run.timeline,
+                "attempts": [
+                    *(previous or {}).get("attempts", []),
+                    {
+                        "try_number": attempt,
+                        "prompts_sampled": run.prompts_sampled,
+                        "prompts_resumed": len(done),
+                        "sampling_s": round(run.elapsed_s, 3),
+                    },
+                ],
+            }
+        )
+        store.finish(manifest)
+        log.info(
+            "Wrote %d completions of %d prompts (%d failed, %d skipped) to %s",
+            manifest["num_completions"],
+            len(shard),
+            len(contents.errors),
+            len(skipped),
+            store.completions_path,
+        )
+        self._check_failures(
+            manifest,
+            error_list[:1],
+            where=f"their error records are in {store.errors_path}; a retry samples only the failed prompts",
+        )
+        return {k: manifest[k] for k in SUMMARY_KEYS} | {"reused": False}
+
+    def _sample(
+        self,
+        settings: dict[str, Any],
+        inputs: dict[str, Any],
+        shard: _ShardPrompts,
+        tokenizer: Any,
+        done: frozenset[int],
+        sink: Callable[[PromptResult], Awaitable[None]],
+    ) -> tuple[_Attempt, dict[str, float]]:
+        """Run the async sampler in this thread's own event loop (``on_kill`` cancels it)."""
+        params = self.hook.connection_params
+        controller = _CountingController(_make_controller(settings["concurrency"]))
+        sampler = DeploymentSampler(
+            params.inference_url or params.base_url,
+            inputs["model"],
+            params.api_key,
+            tokenizer,
+            controller,
+            additional_headers=dict(params.additional_headers),
+            verify_ssl=params.verify_ssl,
+        )
+        run = _Attempt(n=settings["n"], controller=controller)
+        try:
+            asyncio.run(self._sample_async(sampler, shard, done, sink, run, settings))
+        except asyncio.CancelledError:
+            raise AirflowException(
+                f"Sampling was cancelled after {run.prompts_sampled} prompts (the task was killed); what was "
+                "written is kept and a retry resumes from it"
+            ) from None
+        finally:
+            self._loop = self._task = None
+        return run, controller.step_completed()
+
+    async def _sample_async(
+        self,
+        sampler: DeploymentSampler,
+        shard: _ShardPrompts,
+        done: frozenset[int],
+        sink: Callable[[PromptResult], Awaitable[None]],
+        run: _Attempt,
+        settings: Mapping[str, Any],
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        if self._killed:
+            raise asyncio.CancelledError
+        ticker = asyncio.create_task(run.run_timeline())
+        run.sample_timeline()
+        try:
+            # an async generator (annotated as AsyncIterator): close it so that in-flight requests end
+            results = cast(
+                "AsyncGenerator[PromptResult, None]",
+                sample_prompts(
+                    sampler,
+                    shard,
+                    **self._sampling_params(settings),
+                    skip_prompt_indices=done,
+                    progress_interval_s=settings["progress_interval_s"],
+                ),
+            )
+            async with sampler, aclosing(results):
+                async for result in results:
+                    run.add(result)
+                    await sink(result)
+        finally:
+            ticker.cancel()
+            with suppress(asyncio.CancelledError):
+                await ticker
+            run.finished = time.monotonic()
+            run.sample_timeline()
+
+    def on_kill(self) -> None:
+        """Cancel the sampling in flight (from the signal handler or another thread)."""
+        self._killed = True
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            log.info("Cancelling the sampling requests in flight")
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+
+    # -- summary -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _summary_fields(
+        inputs: Mapping[str, Any],
+        *,
+        num_prompts: int,
+        run: _Attempt,
+        resumed: int,
+        failed: int,
+        skipped: int,
+        tally: Tally,
+        controller: Mapping[str, float],
+        uris: tuple[str | None, str | None, str | None],
+    ) -> dict[str, Any]:
+        return {
+            "model": inputs["model"],
+            "tokenizer": inputs["tokenizer"],
+            "shard_index": inputs["shard_index"],
+            "num_shards": inputs["num_shards"],
+            "num_prompts": num_prompts,
+            "num_prompts_sampled": run.prompts_sampled,
+            "num_prompts_resumed": resumed,
+            "num_prompts_failed": failed,
+            "num_prompts_skipped": skipped,
+            "num_completions": tally.completions,
+            "prompt_tokens": tally.prompt_tokens,
+            "completion_tokens": tally.completion_tokens,
+            "finish_reasons": dict(tally.finish_reasons),
+            "throughput": run.throughput(),
+            "controller": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in controller.items()},
+            "completions_uri": uris[0],
+            "errors_uri": uris[1],
+            "manifest_uri": uris[2],
+        }
+
+    @staticmethod
+    def _failed_fraction(summary: Mapping[str, Any]) -> float:
+        return summary["num_prompts_failed"] / max(1, summary["num_prompts"])
+
+    def _check_failures(
+        self, summary: Mapping[str, Any], first_errors: list[dict[str, Any]], *, where: str
+    ) -> None:
+        fraction = self._failed_fraction(summary)
+        limit = float(self.max_failed_prompt_fraction)
+        if fraction <= limit:
+            if summary["num_prompts_failed"]:
+                log.warning(
+                    "%d of %d prompts failed (within max_failed_prompt_fraction=%s)",
+                    summary["num_prompts_failed"],
+                    summary["num_prompts"],
+                    limit,
+                )
+            return
+        first = first_errors[0] if first_errors else {}
+        raise AirflowException(
+            f"{summary['num_prompts_failed']} of {summary['num_prompts']} prompts failed ({fraction:.1%}), "
+            "more "
+            f"than max_failed_prompt_fraction={limit}; {where}. First failure, prompt "
+            f"{first.get('prompt_index')}: {first.get('message')}"
+        )
+
+
+def _error_summary(error: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "prompt_index",
+        "error_type",
+        "message",
+        "final_status",
+        "final_error_kind",
+        "attempts",
+        "logical_request_id",
+    )
+    return {key: error.get(key) for key in keys}
+
+
+def _error_kind(error: Mapping[str, Any]) -> str:
+    return str(error.get("final_error_kind") or error.get("error_type"))
