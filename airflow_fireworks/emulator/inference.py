@@ -275,7 +275,7 @@ class CompletionsHandler:
         replicas = deployment.sync_replicas(now, settings)
         if not replicas:
             state = deployment.state(now)
-            raise ApiError(425, f"deployment '{deployment.deployment_id}' is not serving yet (state {state})")
+            raise ApiError(425, f"deployment '{deployment.deployment_id}' is not serving (state {state})")
         for replica in replicas:
             replica.refresh(now)
         if settings.hotload_blocks_inference:
