@@ -300,8 +300,18 @@ def _read_json(path: ObjectStoragePath) -> dict[str, Any] | None:
 def _differences(recorded: dict[str, Any], expected: dict[str, Any]) -> str:
     if not recorded:
         return "files not written by this operator, or without their inputs.json"
-    keys = sorted(k for k in recorded.keys() | expected.keys() if recorded.get(k) != expected.get(k))
-    return "different " + ", ".join(keys)
+    return "different " + ", ".join(_differing_keys(recorded, expected))
+
+
+def _differing_keys(recorded: dict[str, Any], expected: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(recorded.keys() | expected.keys()):
+        old, new = recorded.get(key), expected.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys.extend(_differing_keys(old, new, f"{prefix}{key}."))
+        elif old != new:
+            keys.append(f"{prefix}{key} ({old!r} != {new!r})" if key != "prompts_sha256" else f"{prefix}prompts")
+    return keys
 
 
 def _scan_file(path: ObjectStoragePath, source: int) -> tuple[list[_Group], dict[int, dict[str, Any]]]:
