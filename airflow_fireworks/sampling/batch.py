@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -172,7 +172,7 @@ async def sample_prompts(
     progress_interval_s: float = 10.0,
     on_progress: Callable[[SamplingProgress], None] | None = None,
     **extra: Any,
-) -> AsyncIterator[PromptResult]:
+) -> AsyncGenerator[PromptResult, None]:
     """Sample ``n`` completions for every prompt; yield one ``PromptResult`` per prompt as it
     finishes (not in input order).
 
@@ -183,10 +183,20 @@ async def sample_prompts(
     validated before the first request (``FireworksValidationError``).
     """
     params = sampler.sampling_params(
-        n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, stop=stop,
-        seed=seed, logprobs=logprobs, top_logprobs=top_logprobs, echo=echo, max_seq_len=max_seq_len,
-        include_routing_matrix=include_routing_matrix, **extra,
-    )  # fmt: skip
+        n=n,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        stop=stop,
+        seed=seed,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        echo=echo,
+        max_seq_len=max_seq_len,
+        include_routing_matrix=include_routing_matrix,
+        **extra,
+    )
     if max_prompts_in_flight is not None and (
         isinstance(max_prompts_in_flight, bool)
         or not isinstance(max_prompts_in_flight, int)

@@ -291,9 +291,15 @@ async def test_not_ready_425_is_retried_inside_the_attempt(emu: EmulatorProcess,
     model = create_deployment(emu, "booting", wait=False)
     controller = AdaptiveConcurrencyController()
     async with DeploymentSampler(
-        emu.url, model, emu.api_key, load_tokenizer(tokenizer_dir), controller,
-        retry_policy=FAST_RETRY, not_ready_retries=100, not_ready_interval_s=0.02,
-    ) as sampler:  # fmt: skip
+        emu.url,
+        model,
+        emu.api_key,
+        load_tokenizer(tokenizer_dir),
+        controller,
+        retry_policy=FAST_RETRY,
+        not_ready_retries=100,
+        not_ready_interval_s=0.02,
+    ) as sampler:
         completions = await sampler.sample_with_tokens(MESSAGES, max_tokens=4)
     assert len(completions) == 1
     statuses = Counter(call["status"] for call in completion_calls(emu))

@@ -112,8 +112,9 @@ async def test_hundreds_of_prompts_with_lazy_input_bounded_in_flight_and_error_r
     buffer.seek(0)
     groups = {group.prompt_index: group for group in group_records(iter_records(buffer))}
     assert sorted(groups) == list(range(320))
-    assert groups[TOO_LONG].error is not None and groups[TOO_LONG].error["final_status"] == 400
-    assert groups[INVALID].error is not None and "role" in groups[INVALID].error["message"]
+    too_long_error, invalid_error = groups[TOO_LONG].error, groups[INVALID].error
+    assert too_long_error is not None and too_long_error["final_status"] == 400
+    assert invalid_error is not None and "role" in invalid_error["message"]
     good = [g for i, g in groups.items() if i not in (TOO_LONG, INVALID)]
     assert all(g.error is None and len(g.completions) == 2 for g in good)
     assert all(g.metadata == {"i": g.prompt_index} for g in good)
