@@ -1,7 +1,8 @@
 """Sensors: the wait halves of the deployment operators, on their own.
 
-Both poke from the worker (``poke``/``reschedule`` modes) or, with ``deferrable=True``, hand the
-whole wait to the triggerer with an absolute deadline taken from ``timeout``.
+Both poke from the worker (``poke``/``reschedule`` modes) or, with ``deferrable=True``, look once
+and, unless already done, hand the wait to the triggerer with an absolute deadline taken from
+``timeout``.
 """
 
 from __future__ import annotations
@@ -81,12 +82,18 @@ class _FireworksSensor(BaseSensorOperator):
     def make_trigger(self, deadline: float) -> BaseTrigger:
         raise NotImplementedError
 
+    def poke(self, context: Context) -> PokeReturnValue:
+        raise NotImplementedError
+
     def execute(self, context: Context) -> Any:
         self.validate_rendered()
         link = FireworksDeploymentLink()
         link.persist(context, link.url_for(self))
         if not self.deferrable:
             return super().execute(context)
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
         timeout = to_seconds(self.timeout, "timeout")
         deadline = time.time() + timeout
         self.defer(

@@ -100,7 +100,8 @@ class FireworksPollingTrigger(BaseTrigger):
 
     :param fireworks_conn_id: the ``fireworks`` connection (fetched inside the triggerer).
     :param deadline: absolute deadline, epoch seconds (``time.time()`` based).
-    :param poll_interval: seconds between polls (each sleep is jittered by +-10 %).
+    :param poll_interval: seconds between polls (each sleep is jittered by +-10 %; the first poll
+        comes at a random point of the first interval).
     """
 
     def __init__(self, *, fireworks_conn_id: str, deadline: float, poll_interval: float) -> None:
@@ -144,6 +145,10 @@ class FireworksPollingTrigger(BaseTrigger):
 
     async def _wait(self, client: AsyncFireworksClient) -> TriggerEvent:
         last_error: str | None = None
+        # Spread the first poll over one interval: a triggerer (re)starting with many waits must not
+        # send them all at once. The deferring task has just looked, so nothing is lost.
+        first_delay = random.uniform(0.0, self.poll_interval)
+        await asyncio.sleep(max(0.0, min(first_delay, self.deadline - time.time())))
         while True:
             remaining = self.deadline - time.time()
             if remaining <= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
@@ -214,17 +216,31 @@ def test_deployment_sensor_fails_fast_on_failed(hook, emulator):
         sensor.execute(task_context())
 
 
-async def test_deployment_sensor_deferred_waits_for_zero_replicas(hook):
+async def test_deployment_sensor_deferred_waits_for_zero_replicas(hook, emulator):
     ready(hook, "sn-zero")
+    emulator.configure(update_delay_s=1.0)
     hook.scale_to_zero("sn-zero")
     sensor = FireworksDeploymentSensor(
         task_id="wait", deployment_id="sn-zero", target="scaled_to_zero", deferrable=True, poll_interval=0.1
     )
+    result = await run_deferred(sensor, task_context())
+    assert result["replica_count"] == 0
+
+
+def test_deferrable_sensor_returns_at_once_when_already_done(hook):
+    ready(hook, "sn-done")
+    sensor = FireworksDeploymentSensor(task_id="wait", deployment_id="sn-done", deferrable=True)
+    assert sensor.execute(task_context())["state"] == "READY"
+
+
+def test_deferrable_sensor_defers_with_an_absolute_deadline(hook, emulator):
+    emulator.configure(create_delay_s=60)
+    hook.create_or_get({"deployment_id": "sn-defer", "base_model": BASE_MODEL})
+    sensor = FireworksDeploymentSensor(task_id="wait", deployment_id="sn-defer", deferrable=True, timeout=120)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(task_context())
     assert isinstance(deferred.value.trigger, FireworksDeploymentTrigger)
-    result = await run_deferred(sensor, task_context())
-    assert result["replica_count"] == 0
+    assert deferred.value.trigger.deadline == pytest.approx(time.time() + 120, abs=5)
 
 
 def test_deployment_sensor_rejects_an_unknown_target():
