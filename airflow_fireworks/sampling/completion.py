@@ -16,7 +16,8 @@ class SampledCompletion:
 
     ``full_tokens[:prompt_len]`` is the prompt as the server saw it, ``full_tokens[prompt_len:]``
     the generated tokens. With ``echo``, ``inference_logprobs`` is training-aligned: one entry per
-    token of ``full_tokens`` after the first (``prompt_len + completion_len - 1`` entries).
+    token of ``full_tokens`` after the first (``prompt_len + completion_len - 1`` entries), and
+    ``text`` (the server's text, never decoded on the client) starts with the echoed prompt text.
     """
 
     text: str
