@@ -309,8 +309,10 @@ def _differing_keys(recorded: dict[str, Any], expected: dict[str, Any], prefix: 
         old, new = recorded.get(key), expected.get(key)
         if isinstance(old, dict) and isinstance(new, dict):
             keys.extend(_differing_keys(old, new, f"{prefix}{key}."))
+        elif key == "prompts_sha256" and old != new:
+            keys.append(f"{prefix}prompts")
         elif old != new:
-            keys.append(f"{prefix}{key} ({old!r} != {new!r})" if key != "prompts_sha256" else f"{prefix}prompts")
+            keys.append(f"{prefix}{key} ({old!r} != {new!r})")
     return keys
 
 

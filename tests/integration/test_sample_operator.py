@@ -31,8 +31,13 @@ def create_deployment(emulator: EmulatorProcess, deployment_id: str = DEPLOYMENT
     """Create a READY deployment over the control plane; return its inference model name."""
     url = f"{emulator.url}/v1/accounts/{emulator.account_id}/deployments"
     headers = {"X-Api-Key": emulator.api_key}
-    body = requests.post(url, params={"deploymentId": deployment_id}, json={"baseModel": BASE_MODEL},
-                         headers=headers, timeout=10).json()
+    body = requests.post(
+        url,
+        params={"deploymentId": deployment_id},
+        json={"baseModel": BASE_MODEL},
+        headers=headers,
+        timeout=10,
+    ).json()
     deadline = time.monotonic() + 10
     while body.get("state") != "READY":
         assert time.monotonic() < deadline, "deployment did not become READY"
@@ -73,8 +78,13 @@ def tokenizer(tokenizer_dir: Path) -> str:
 
 
 def operator(**kwargs: Any) -> FireworksSampleOperator:
-    defaults: dict[str, Any] = {"task_id": "sample", "deployment_id": DEPLOYMENT, "max_tokens": 8,
-                                "temperature": 0.8, "seed": 7}
+    defaults: dict[str, Any] = {
+        "task_id": "sample",
+        "deployment_id": DEPLOYMENT,
+        "max_tokens": 8,
+        "temperature": 0.8,
+        "seed": 7,
+    }
     return FireworksSampleOperator(**{**defaults, **kwargs})
 
 
@@ -88,22 +98,37 @@ MIXED_PROMPTS: list[Any] = [
 
 def test_list_prompts_write_one_record_per_completion_and_a_manifest(emu, tokenizer, tmp_path):
     out = tmp_path / "rollouts"
-    op = operator(prompts=MIXED_PROMPTS, tokenizer=tokenizer, n=3, logprobs=True,
-                  output_path=f"file://{out}", concurrency=4)
+    op = operator(
+        prompts=MIXED_PROMPTS,
+        tokenizer=tokenizer,
+        n=3,
+        logprobs=True,
+        output_path=f"file://{out}",
+        concurrency=4,
+    )
 
     summary = op.execute(context())
 
     shard = out / "shard-000000"
     assert sorted(p.name for p in shard.iterdir()) == ["completions.jsonl", "errors.jsonl", "manifest.json"]
     records = read_jsonl(shard / "completions.jsonl")
-    assert [(r["prompt_index"], r["sample_index"]) for r in records] == [(p, s) for p in range(4) for s in range(3)]
+    assert [(r["prompt_index"], r["sample_index"]) for r in records] == [
+        (p, s) for p in range(4) for s in range(3)
+    ]
     tok = load_tokenizer(tokenizer)
     expected_prompts = [
-        tok.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"}], tokenize=True,
-                                add_generation_prompt=True, return_dict=False),
-        tok.apply_chat_template(MIXED_PROMPTS[1], tokenize=True, add_generation_prompt=True, return_dict=False),
-        tok.apply_chat_template(MIXED_PROMPTS[2]["messages"], tokenize=True, add_generation_prompt=True,
-                                return_dict=False),
+        tok.apply_chat_template(
+            [{"role": "user", "content": "What is 2 + 2?"}],
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=False,
+        ),
+        tok.apply_chat_template(
+            MIXED_PROMPTS[1], tokenize=True, add_generation_prompt=True, return_dict=False
+        ),
+        tok.apply_chat_template(
+            MIXED_PROMPTS[2]["messages"], tokenize=True, add_generation_prompt=True, return_dict=False
+        ),
         [1, 320, 85, 201, 17],
     ]
     for record in records:
@@ -124,17 +149,39 @@ def test_list_prompts_write_one_record_per_completion_and_a_manifest(emu, tokeni
     assert sum(manifest["finish_reasons"].values()) == 12
     assert manifest["model"] == f"accounts/{emu.account_id}/deployments/{DEPLOYMENT}"
     assert manifest["tokenizer"] == tokenizer
-    assert manifest["sampling"] == {"n": 3, "max_tokens": 8, "temperature": 0.8, "top_p": None, "top_k": None,
-                                    "stop": None, "seed": 7, "logprobs": True, "top_logprobs": None,
-                                    "echo": False, "max_seq_len": None}
+    assert manifest["sampling"] == {
+        "n": 3,
+        "max_tokens": 8,
+        "temperature": 0.8,
+        "top_p": None,
+        "top_k": None,
+        "stop": None,
+        "seed": 7,
+        "logprobs": True,
+        "top_logprobs": None,
+        "echo": False,
+        "max_seq_len": None,
+    }
     assert manifest["concurrency"] == {"mode": "fixed", "max_concurrency": 4}
     assert manifest["controller"]["window"] == 4
     assert manifest["timeline"] and set(manifest["timeline"][0]) == {
-        "t_s", "completions", "completion_tokens", "tokens_per_s", "window", "in_flight"}
+        "t_s",
+        "completions",
+        "completion_tokens",
+        "tokens_per_s",
+        "window",
+        "in_flight",
+    }
     assert manifest["timeline"][-1]["completions"] == 12 and manifest["timeline"][-1]["in_flight"] == 0
     assert manifest["throughput"]["completions_per_s"] > 0
-    assert manifest["attempts"] == [{"try_number": 1, "prompts_sampled": 4, "prompts_resumed": 0,
-                                     "sampling_s": manifest["throughput"]["sampling_s"]}]
+    assert manifest["attempts"] == [
+        {
+            "try_number": 1,
+            "prompts_sampled": 4,
+            "prompts_resumed": 0,
+            "sampling_s": manifest["throughput"]["sampling_s"],
+        }
+    ]
     assert (shard / "errors.jsonl").read_text() == ""
 
     assert set(summary) == {*SUMMARY_KEYS, "reused"}
@@ -152,11 +199,17 @@ def test_prompts_from_a_jsonl_file(emu, tokenizer, tmp_path):
     prompts.write_text(lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n")  # a blank line is no prompt
     out = tmp_path / "out"
 
-    summary = operator(prompts_path=ObjectStoragePath(f"file://{prompts}"), tokenizer=tokenizer, n=2,
-                       output_path=ObjectStoragePath(f"file://{out}")).execute(context())
+    summary = operator(
+        prompts_path=ObjectStoragePath(f"file://{prompts}"),
+        tokenizer=tokenizer,
+        n=2,
+        output_path=ObjectStoragePath(f"file://{out}"),
+    ).execute(context())
 
     records = read_jsonl(out / "shard-000000" / "completions.jsonl")
-    assert [(r["prompt_index"], r["sample_index"]) for r in records] == [(p, s) for p in range(4) for s in range(2)]
+    assert [(r["prompt_index"], r["sample_index"]) for r in records] == [
+        (p, s) for p in range(4) for s in range(2)
+    ]
     assert records[-1]["prompt_token_ids"] == [1, 320, 85, 201, 17]
     assert summary["num_completions"] == 8
     manifest = json.loads((out / "shard-000000" / "manifest.json").read_text())
@@ -166,8 +219,12 @@ def test_prompts_from_a_jsonl_file(emu, tokenizer, tmp_path):
 def test_without_output_path_the_records_go_to_xcom(emu, tokenizer):
     result = operator(prompts=["one", "two"], tokenizer=tokenizer, n=2).execute(context())
 
-    assert [(r["prompt_index"], r["sample_index"]) for r in result["completions"]] == [(0, 0), (0, 1), (1, 0),
-                                                                                        (1, 1)]
+    assert [(r["prompt_index"], r["sample_index"]) for r in result["completions"]] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
     assert result["errors"] == [] and result["num_completions"] == 4
     assert result["completions_uri"] is None
     assert all(r["completion_token_ids"] for r in result["completions"])
@@ -175,10 +232,15 @@ def test_without_output_path_the_records_go_to_xcom(emu, tokenizer):
 
 
 def test_too_many_completions_for_xcom_are_refused_before_any_request(emu, tokenizer):
-    op = operator(prompts=[f"prompt {i}" for i in range(30)], tokenizer=tokenizer, n=4, max_xcom_completions=100)
+    op = operator(
+        prompts=[f"prompt {i}" for i in range(30)], tokenizer=tokenizer, n=4, max_xcom_completions=100
+    )
 
-    with pytest.raises(FireworksValidationError, match=r"30 prompts x n=4 = 120 completions exceed "
-                                                       r"max_xcom_completions=100.*output_path") as info:
+    with pytest.raises(
+        FireworksValidationError,
+        match=r"30 prompts x n=4 = 120 completions exceed "
+        r"max_xcom_completions=100.*output_path",
+    ) as info:
         op.execute(context())
 
     assert info.value.field == "max_xcom_completions"
@@ -216,7 +278,9 @@ def test_a_retry_resumes_from_the_parts_and_duplicates_nothing(emu, tokenizer, t
     assert sent == {(1, 100 + i, 7) for i in (3, 5, 6, 7)}
     assert len(completion_requests(emu)) == 4 * 3
     records = read_jsonl(shard / "completions.jsonl")
-    assert [(r["prompt_index"], r["sample_index"]) for r in records] == [(p, s) for p in range(8) for s in range(3)]
+    assert [(r["prompt_index"], r["sample_index"]) for r in records] == [
+        (p, s) for p in range(8) for s in range(3)
+    ]
     assert [r for r in records if r["prompt_index"] in (0, 1, 2, 4)] == kept  # kept as written
     assert sorted(p.name for p in shard.iterdir()) == ["completions.jsonl", "errors.jsonl", "manifest.json"]
     assert summary["num_prompts_resumed"] == 4 and summary["num_prompts_sampled"] == 4
@@ -224,8 +288,12 @@ def test_a_retry_resumes_from_the_parts_and_duplicates_nothing(emu, tokenizer, t
 
 
 def test_a_rerun_of_a_finished_shard_returns_its_summary_without_sampling(emu, tokenizer, tmp_path):
-    kwargs: dict[str, Any] = {"prompts": ["a", "b", "c"], "tokenizer": tokenizer, "n": 2,
-                              "output_path": f"file://{tmp_path}"}
+    kwargs: dict[str, Any] = {
+        "prompts": ["a", "b", "c"],
+        "tokenizer": tokenizer,
+        "n": 2,
+        "output_path": f"file://{tmp_path}",
+    }
     first = operator(**kwargs).execute(context())
     requests_before = len(completion_requests(emu))
 
@@ -234,29 +302,39 @@ def test_a_rerun_of_a_finished_shard_returns_its_summary_without_sampling(emu, t
     assert len(completion_requests(emu)) == requests_before == 6
     assert again["reused"] is True and again["num_prompts_sampled"] == 0
     assert {k: v for k, v in again.items() if k not in ("reused", "num_prompts_sampled")} == {
-        k: v for k, v in first.items() if k not in ("reused", "num_prompts_sampled")}
+        k: v for k, v in first.items() if k not in ("reused", "num_prompts_sampled")
+    }
 
 
 def test_other_inputs_in_the_output_path_are_refused_unless_overwrite(emu, tokenizer, tmp_path):
     operator(prompts=["a", "b"], tokenizer=tokenizer, output_path=f"file://{tmp_path}").execute(context())
 
     with pytest.raises(FireworksValidationError, match=r"different sampling.n \(1 != 2\)") as info:
-        operator(prompts=["a", "b"], tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}").execute(context())
+        operator(prompts=["a", "b"], tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}").execute(
+            context()
+        )
     assert info.value.field == "output_path"
 
-    summary = operator(prompts=["a", "b"], tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}",
-                       overwrite=True).execute(context())
+    summary = operator(
+        prompts=["a", "b"], tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}", overwrite=True
+    ).execute(context())
     assert summary["num_completions"] == 4 and summary["reused"] is False
     assert len(read_jsonl(tmp_path / "shard-000000" / "completions.jsonl")) == 4
 
 
 def test_a_failing_prompt_becomes_an_error_record_and_fails_the_task_after_writing(emu, tokenizer, tmp_path):
     emu.configure(max_context_length=64)
-    prompts: list[Any] = ["short one", {"prompt_token_ids": [5] * 80, "metadata": {"why": "too long"}}, "short two"]
+    prompts: list[Any] = [
+        "short one",
+        {"prompt_token_ids": [5] * 80, "metadata": {"why": "too long"}},
+        "short two",
+    ]
     shard = tmp_path / "shard-000000"
 
     with pytest.raises(AirflowException, match=r"1 of 3 prompts failed.*prompt 1: HTTP 400"):
-        operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}").execute(context())
+        operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}").execute(
+            context()
+        )
 
     errors = read_jsonl(shard / "errors.jsonl")
     assert len(errors) == 1 and errors[0]["prompt_index"] == 1 and errors[0]["type"] == "error"
@@ -269,14 +347,21 @@ def test_a_failing_prompt_becomes_an_error_record_and_fails_the_task_after_writi
 
     # the retry samples only the failed prompt (which fails again) and keeps the rest
     with pytest.raises(AirflowException, match="1 of 3 prompts failed"):
-        operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}").execute(context(2))
+        operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}").execute(
+            context(2)
+        )
     retried = completion_requests(emu)[: len(completion_requests(emu)) - sent]
     assert {len(r["body"]["prompt"]) for r in retried} == {80}
     assert len(read_jsonl(shard / "completions.jsonl")) == 4
 
     # tolerating the failure: the finished shard is accepted as it is
-    summary = operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{tmp_path}",
-                       max_failed_prompt_fraction=0.5).execute(context(3))
+    summary = operator(
+        prompts=prompts,
+        tokenizer=tokenizer,
+        n=2,
+        output_path=f"file://{tmp_path}",
+        max_failed_prompt_fraction=0.5,
+    ).execute(context(3))
     assert summary["reused"] is True and summary["num_prompts_failed"] == 1
     assert summary["errors_uri"] == f"file://{shard}/errors.jsonl"
 
@@ -284,7 +369,9 @@ def test_a_failing_prompt_becomes_an_error_record_and_fails_the_task_after_writi
 def test_max_seq_len_skips_long_prompts_and_reports_them(emu, tokenizer, tmp_path):
     prompts = [{"prompt_token_ids": [1, 2, 3]}, {"prompt_token_ids": list(range(1, 41))}]
 
-    summary = operator(prompts=prompts, n=2, max_seq_len=30, output_path=f"file://{tmp_path}").execute(context())
+    summary = operator(prompts=prompts, n=2, max_seq_len=30, output_path=f"file://{tmp_path}").execute(
+        context()
+    )
 
     assert summary["num_prompts_skipped"] == 1 and summary["num_completions"] == 2
     manifest = json.loads((tmp_path / "shard-000000" / "manifest.json").read_text())
@@ -375,8 +462,13 @@ def test_rendered_values_are_checked_before_any_request(emu, tokenizer):
 
 def test_on_kill_cancels_the_requests_in_flight(emu, tokenizer, tmp_path):
     emu.configure(decode_step_base_s=0.05)  # each completion takes about 10 s
-    op = operator(prompts=[f"prompt {i}" for i in range(4)], tokenizer=tokenizer, n=2, max_tokens=200,
-                  output_path=f"file://{tmp_path}")
+    op = operator(
+        prompts=[f"prompt {i}" for i in range(4)],
+        tokenizer=tokenizer,
+        n=2,
+        max_tokens=200,
+        output_path=f"file://{tmp_path}",
+    )
     outcome: dict[str, BaseException] = {}
 
     def run() -> None:
