@@ -148,7 +148,7 @@ def _model(value: Any) -> str:
     parts = text.split("/")
     full_name = len(parts) == 4 and parts[0] == "accounts" and parts[2] == "deployments" and all(parts)
     base, _, deployment = text.partition("#")
-    if not (full_name or (base and deployment and "/" not in deployment)):
+    if not (full_name or (base.strip() and deployment.strip())):
         raise FireworksValidationError(
             "model",
             f"{value!r} is not an inference model name; use 'accounts/<account>/deployments/<deployment>' "
@@ -511,9 +511,9 @@ class FireworksSampleOperator(BaseOperator):
         prompts (loaded once per process); not needed when every prompt has ``prompt_token_ids``.
     :param prompts: a list of prompts, each a string (one user message), a list of chat messages,
         ``{"messages": [...], "metadata": {...}}`` or ``{"prompt_token_ids": [...], "metadata": ...}``;
-        may be an upstream task's output (XCom). Strings in a literal list are Jinja-rendered like
-        any templated field: wrap the list in ``airflow.sdk.definitions._internal.templater.LiteralValue``
-        or load it from ``prompts_path`` when prompts contain ``{{``.
+        may be an upstream task's output (XCom, never Jinja-rendered). Strings in a list written in
+        the DAG are rendered like any templated field: wrap it in ``airflow.sdk.literal(...)`` when
+        prompts contain ``{{``.
     :param prompts_path: a JSON Lines file of the same records (an ``ObjectStoragePath`` or URI).
     :param shard_index: this task's shard; prompt ``i`` belongs to shard ``i % num_shards``.
     :param num_shards: how many shards the prompt set is split into.
@@ -742,6 +742,7 @@ class FireworksSampleOperator(BaseOperator):
                 settings["num_shards"],
                 prompt_set.total,
             )
+        params = self.hook.connection_params
         model = settings["model"] or self.hook.inference_model(settings["deployment_id"])
         inputs = {
             "model": model,
@@ -763,9 +764,20 @@ class FireworksSampleOperator(BaseOperator):
             settings["num_shards"],
             attempt,
         )
+        controller = _CountingController(_make_controller(settings["concurrency"]))
+        sampler = DeploymentSampler(
+            params.inference_url or params.base_url,
+            model,
+            params.api_key,
+            tokenizer,
+            controller,
+            additional_headers=dict(params.additional_headers),
+            verify_ssl=params.verify_ssl,
+        )
+        run = _Attempt(n=n, controller=controller)
         if settings["output_path"] is None:
-            return self._sample_to_xcom(settings, inputs, shard, tokenizer)
-        return self._sample_to_store(settings, inputs, shard, tokenizer, prompt_set, attempt)
+            return self._sample_to_xcom(settings, inputs, shard, sampler, run)
+        return self._sample_to_store(settings, inputs, shard, sampler, run, prompt_set, attempt)
 
     @staticmethod
     def _load_tokenizer(name: str | None) -> Any:
@@ -797,7 +809,12 @@ class FireworksSampleOperator(BaseOperator):
         return {name: settings[name] for name in names}
 
     def _sample_to_xcom(
-        self, settings: dict[str, Any], inputs: dict[str, Any], shard: _ShardPrompts, tokenizer: Any
+        self,
+        settings: dict[str, Any],
+        inputs: dict[str, Any],
+        shard: _ShardPrompts,
+        sampler: DeploymentSampler,
+        run: _Attempt,
     ) -> dict[str, Any]:
         records: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
@@ -805,7 +822,7 @@ class FireworksSampleOperator(BaseOperator):
         async def collect(result: PromptResult) -> None:
             (errors if result.error is not None else records).extend(result_records(result))
 
-        run, controller = self._sample(settings, inputs, shard, tokenizer, frozenset(), collect)
+        controller = self._sample(sampler, run, settings, shard, frozenset(), collect, "nothing is kept")
         records.sort(key=lambda r: (r["prompt_index"], r["sample_index"]))
         errors.sort(key=lambda r: r["prompt_index"])
         summary = self._summary_fields(
@@ -831,7 +848,8 @@ class FireworksSampleOperator(BaseOperator):
         settings: dict[str, Any],
         inputs: dict[str, Any],
         shard: _ShardPrompts,
-        tokenizer: Any,
+        sampler: DeploymentSampler,
+        run: _Attempt,
         prompt_set: _PromptSet,
         attempt: int,
     ) -> dict[str, Any]:
@@ -868,7 +886,15 @@ class FireworksSampleOperator(BaseOperator):
             await asyncio.to_thread(writer.write, result)
 
         try:
-            run, controller = self._sample(settings, inputs, shard, tokenizer, done, write)
+            controller = self._sample(
+                sampler,
+                run,
+                settings,
+                shard,
+                done,
+                write,
+                f"what was written to {store.directory} is kept for a retry",
+            )
         finally:
             writer.close()
         consolidating = time.monotonic()
@@ -934,36 +960,26 @@ class FireworksSampleOperator(BaseOperator):
 
     def _sample(
         self,
+        sampler: DeploymentSampler,
+        run: _Attempt,
         settings: dict[str, Any],
-        inputs: dict[str, Any],
         shard: _ShardPrompts,
-        tokenizer: Any,
         done: frozenset[int],
         sink: Callable[[PromptResult], Awaitable[None]],
-    ) -> tuple[_Attempt, dict[str, float]]:
-        """Run the async sampler in this thread's own event loop (``on_kill`` cancels it)."""
-        params = self.hook.connection_params
-        controller = _CountingController(_make_controller(settings["concurrency"]))
-        sampler = DeploymentSampler(
-            params.inference_url or params.base_url,
-            inputs["model"],
-            params.api_key,
-            tokenizer,
-            controller,
-            additional_headers=dict(params.additional_headers),
-            verify_ssl=params.verify_ssl,
-        )
-        run = _Attempt(n=settings["n"], controller=controller)
+        on_cancel: str,
+    ) -> dict[str, float]:
+        """Run the async sampler in this thread's own event loop (``on_kill`` cancels it); return
+        the concurrency controller's summary."""
         try:
             asyncio.run(self._sample_async(sampler, shard, done, sink, run, settings))
         except asyncio.CancelledError:
             raise AirflowException(
-                f"Sampling was cancelled after {run.prompts_sampled} prompts (the task was killed); what was "
-                "written is kept and a retry resumes from it"
+                f"Sampling was cancelled after {run.prompts_sampled} prompts (the task was killed); "
+                f"{on_cancel}"
             ) from None
         finally:
             self._loop = self._task = None
-        return run, controller.step_completed()
+        return run.controller.step_completed()
 
     async def _sample_async(
         self,

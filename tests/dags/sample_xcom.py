@@ -29,6 +29,7 @@ with DAG(
             "What is 3 + 4?",
             {"messages": [{"role": "user", "content": "Name a colour."}], "metadata": {"answer": "red"}},
             {"prompt_token_ids": [1, 320, 85, 201, 17]},
+            "Expand {{ a + b }}^2.",  # from XCom: passed as is, never Jinja-rendered
         ]
 
     sample = FireworksSampleOperator(

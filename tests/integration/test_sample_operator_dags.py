@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+from airflow_fireworks.sampling import load_tokenizer
 from airflow_fireworks.sampling.output import iter_records
 from tests.airflow_helpers import TESTS_DAGS, run_dag_file, task_states, xcom
 from tests.integration.test_sample_operator import FAST, create_deployment
+
+TOKENIZER = TESTS_DAGS.parent.parent / "airflow_fireworks" / "tokenizer_data"
 
 
 def test_prompts_from_an_upstream_task_and_completions_through_xcom(emulator, fireworks_conn_env):
@@ -18,11 +21,18 @@ def test_prompts_from_an_upstream_task_and_completions_through_xcom(emulator, fi
 
     assert task_states(run) == {"make_prompts": "success", "sample": "success", "group_sizes": "success"}
     result = xcom(run, "sample")
-    assert result["num_prompts"] == 3 and result["num_completions"] == 9
+    assert result["num_prompts"] == 4 and result["num_completions"] == 12
     assert result["completions"][3]["metadata"] == {"answer": "red"}
     assert result["completions"][8]["prompt_token_ids"] == [1, 320, 85, 201, 17]
-    assert xcom(run, "group_sizes") == {"0": 3, "1": 3, "2": 3}
-    assert len(emulator.requests(route="completions")) == 9
+    assert xcom(run, "group_sizes") == {"0": 3, "1": 3, "2": 3, "3": 3}
+    assert len(emulator.requests(route="completions")) == 12
+    tokenizer = load_tokenizer(TOKENIZER)
+    assert result["completions"][9]["prompt_token_ids"] == tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Expand {{ a + b }}^2."}],
+        tokenize=True,
+        add_generation_prompt=True,
+        return_dict=False,
+    )
 
 
 def test_shards_under_expand_split_the_prompts_without_overlap(emulator, fireworks_conn_env, tmp_path):
