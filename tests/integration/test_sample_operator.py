@@ -17,8 +17,15 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_fireworks.api import FireworksValidationError
-from airflow_fireworks.operators.sampling import SUMMARY_KEYS, FireworksSampleOperator
-from airflow_fireworks.sampling import load_tokenizer
+from airflow_fireworks.operators.sampling import (
+    SUMMARY_KEYS,
+    TIMELINE_FIRST_INTERVAL_S,
+    TIMELINE_MAX_POINTS,
+    FireworksSampleOperator,
+    _Attempt,
+    _CountingController,
+)
+from airflow_fireworks.sampling import FixedConcurrencyController, load_tokenizer
 from airflow_fireworks.sampling.output import iter_records
 from tests.emulator_control import EmulatorProcess
 
@@ -258,32 +265,42 @@ def test_a_retry_resumes_from_the_parts_and_duplicates_nothing(emu, tokenizer, t
     operator(prompts=prompts, n=3, output_path=f"file://{first}").execute(context())
     done = read_jsonl(first / "shard-000000" / "completions.jsonl")
     inputs = json.loads((first / "shard-000000" / "manifest.json").read_text())["inputs"]
-
-    # What a crashed first attempt leaves: whole groups of prompts 0, 1, 2 and 4, then prompt 5's
-    # group cut short after one record and in the middle of the next line.
+    by_prompt = {
+        p: [{**r, "text": f"attempt 1, prompt {p}"} for r in done if r["prompt_index"] == p] for p in range(8)
+    }
     shard = tmp_path / "second" / "shard-000000"
     shard.mkdir(parents=True)
     (shard / "inputs.json").write_text(json.dumps(inputs))
-    by_prompt = {p: [r for r in done if r["prompt_index"] == p] for p in range(8)}
+    # A crashed attempt left whole groups of prompts 0, 1, 2 and 4, then prompt 5's group cut
+    # short in the middle of its second line.
     kept = [*by_prompt[0], *by_prompt[1], *by_prompt[2], *by_prompt[4]]
     torn = part_lines(by_prompt[5][:2])
     (shard / "part-1-0a1b2c3d.jsonl").write_text("".join(part_lines(kept)) + torn[0] + torn[1][:25])
+    # Another one wrote prompt 7 (samples out of order), prompt 1 again, and two of prompt 6's
+    # three records, cut at a line end.
+    later = [*reversed(by_prompt[7]), *by_prompt[1], *by_prompt[6][:2]]
+    (shard / "part-2-4e5f6a7b.jsonl").write_text("".join(part_lines(later)))
     emu.reset()
     emu.configure(**FAST)
     create_deployment(emu)
 
-    summary = operator(prompts=prompts, n=3, output_path=f"file://{tmp_path / 'second'}").execute(context(2))
+    summary = operator(prompts=prompts, n=3, output_path=f"file://{tmp_path / 'second'}").execute(context(3))
 
-    sent = {tuple(r["body"]["prompt"]) for r in completion_requests(emu)}
-    assert sent == {(1, 100 + i, 7) for i in (3, 5, 6, 7)}
-    assert len(completion_requests(emu)) == 4 * 3
+    sent = [tuple(r["body"]["prompt"]) for r in completion_requests(emu)]
+    assert sorted(sent) == sorted((1, 100 + i, 7) for i in (3, 5, 6) for _ in range(3))
     records = read_jsonl(shard / "completions.jsonl")
     assert [(r["prompt_index"], r["sample_index"]) for r in records] == [
         (p, s) for p in range(8) for s in range(3)
     ]
-    assert [r for r in records if r["prompt_index"] in (0, 1, 2, 4)] == kept  # kept as written
+    resumed = [r for r in records if r["prompt_index"] in (0, 1, 2, 4, 7)]
+    assert resumed == [*by_prompt[0], *by_prompt[1], *by_prompt[2], *by_prompt[4], *by_prompt[7]]
+    assert all(
+        r["text"] != f"attempt 1, prompt {r['prompt_index']}"
+        for r in records
+        if r["prompt_index"] in (3, 5, 6)
+    )
     assert sorted(p.name for p in shard.iterdir()) == ["completions.jsonl", "errors.jsonl", "manifest.json"]
-    assert summary["num_prompts_resumed"] == 4 and summary["num_prompts_sampled"] == 4
+    assert summary["num_prompts_resumed"] == 5 and summary["num_prompts_sampled"] == 3
     assert summary["num_completions"] == 24
 
 
@@ -495,3 +512,17 @@ def test_on_kill_cancels_the_requests_in_flight(emu, tokenizer, tmp_path):
     shard = tmp_path / "shard-000000"
     assert not (shard / "manifest.json").exists()
     assert [p.name.startswith("part-1-") for p in shard.glob("part-*")] == [True]
+
+
+def test_the_timeline_stays_bounded_and_its_rates_follow_the_kept_points():
+    run = _Attempt(n=1, controller=_CountingController(FixedConcurrencyController(3)))
+    for step in range(TIMELINE_MAX_POINTS + 1):
+        run.tally.completion_tokens = 10 * step
+        run.started -= 0.5  # as if half a second passed between points
+        run.sample_timeline()
+
+    assert len(run.timeline) == (TIMELINE_MAX_POINTS + 1) // 2
+    assert run.timeline_interval_s == 2 * TIMELINE_FIRST_INTERVAL_S
+    later = run.timeline[1:]
+    assert all(point["window"] == 3 and point["in_flight"] == 0 for point in later)
+    assert {point["tokens_per_s"] for point in later} == {20.0}  # 10 tokens per 0.5 s between points
