@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from airflow_fireworks.api import AsyncFireworksClient
 
 EventStatus = Literal["success", "error", "timeout"]
-#: Keys every event of these triggers carries.
-EVENT_KEYS = ("status", "message")
 _POLL_JITTER = 0.1
 
 

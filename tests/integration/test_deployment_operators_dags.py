@@ -85,3 +85,21 @@ def test_deferred_waits_find_a_connection_stored_in_the_metadata_database(emulat
 
     assert task_states(run) == {"create": "success", "hotload": "success", "release": "success"}
     assert deployment(emulator, "db-connection")["replicaCount"] == 0
+
+
+def test_force_recreate_is_not_repeated_by_a_retry(emulator, fireworks_conn_env):
+    """The task state store keeps "already recreated" across tries of the same task instance."""
+    from airflow_fireworks.hooks.fireworks import FireworksHook
+
+    emulator.configure(create_delay_s=60, delete_delay_s=0.1)
+    FireworksHook().create_or_get(
+        {"deployment_id": "recreate-retry", "base_model": "accounts/fireworks/models/qwen3-8b"}
+    )
+
+    run = run_dag_file(TESTS_DAGS / "fireworks_recreate.py", "fireworks_recreate_retry")
+
+    (ti,) = run.get_task_instances()
+    assert ti.try_number == 2  # both tries timed out waiting (the deployment takes 60 s to boot)
+    assert str(ti.state) == "failed"
+    assert len(emulator.requests(route="delete")) == 1
+    assert len(emulator.requests(route="create")) == 2  # the original and one recreation, not two
