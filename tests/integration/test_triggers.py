@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import time
 from typing import Any
 
@@ -312,3 +313,13 @@ async def test_hotload_status_of_an_absent_deployment_is_an_error(hook):
     event = await first_event(hotload_trigger("hot-absent", "snap-1"))
     assert event["status"] == "error"
     assert event["hotload"] is None
+
+
+async def test_no_log_line_carries_the_key(hook, emulator, caplog):
+    caplog.set_level(logging.DEBUG)
+    create(hook, "trig-logs")
+    emulator.add_fault(route="get", deployment_id="trig-logs", kind="status", status=503, times=1)
+    event = await first_event(deployment_trigger("trig-logs"))
+    assert event["status"] == "success"
+    assert caplog.records
+    assert TEST_API_KEY not in caplog.text
