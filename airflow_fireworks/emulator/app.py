@@ -499,7 +499,7 @@ async def admin_health(request: web.Request) -> web.StreamResponse:
 
 
 async def admin_get_config(request: web.Request) -> web.StreamResponse:
-    return json_response(emulator_of(request).settings.as_dict())
+    return json_response(emulator_of(request).settings.public())
 
 
 async def admin_patch_config(request: web.Request) -> web.StreamResponse:
@@ -512,7 +512,7 @@ async def admin_patch_config(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise invalid(str(exc)) from None
     emulator.configure(settings)
-    return json_response(settings.as_dict())
+    return json_response(settings.public())
 
 
 async def admin_reset(request: web.Request) -> web.StreamResponse:

@@ -15,7 +15,7 @@ MASK_LESS_PATCH_MODES = ("replace", "merge")
 class Settings:
     """Every knob of the emulator; names and defaults are documented in ``docs/emulator.md``."""
 
-    api_key: str = "fw-emulator-key"
+    api_key: str = field(default="fw-emulator-key", repr=False)
     account_id: str = "emulator"
     seed: int = 0
     create_delay_s: float = 2.0
@@ -36,8 +36,12 @@ class Settings:
     request_log_size: int = 1000
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict (the key included: it is the emulator's own)."""
+        """The settings as a dict."""
         return dataclasses.asdict(self)
+
+    def public(self) -> dict[str, Any]:
+        """The settings for display: the API key is masked."""
+        return {**self.as_dict(), "api_key": "***"}
 
     def updated(self, changes: Mapping[str, Any]) -> Settings:
         """A copy with ``changes`` applied; raises ``ValueError`` naming the first bad key or value."""
