@@ -567,6 +567,7 @@ class DeploymentSampler:
                 metrics=release_metrics,
             ) from exc
         except UpstreamStreamError as exc:
+            self._redact_upstream(exc)
             embedded = exc.final_status
             release_metrics = ServerMetrics(
                 http_status_code=embedded,
@@ -581,6 +582,16 @@ class DeploymentSampler:
             raise
         finally:
             controller.release(release_metrics)
+
+    def _redact_upstream(self, error: UpstreamStreamError) -> None:
+        """Remove the API key from server text carried by an in-stream error (a server may echo it)."""
+        key = self._api_key
+        error.message = error.message.replace(key, "***")
+        error.args = (error.message,)
+        for name in ("upstream_error_code", "upstream_error_type", "upstream_finish_reason"):
+            value = getattr(error, name)
+            if isinstance(value, str):
+                setattr(error, name, value.replace(key, "***"))
 
     async def _raise_for_status(
         self, response: aiohttp.ClientResponse, attempt: int, sent_at: float
