@@ -41,6 +41,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_fireworks.api import FireworksValidationError, validate_deployment_id
 from airflow_fireworks.hooks.fireworks import FireworksHook
+from airflow_fireworks.links import FireworksDeploymentLink
 from airflow_fireworks.operators._sample_store import ShardStore, Tally
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
@@ -551,6 +552,7 @@ class FireworksSampleOperator(BaseOperator):
         "max_seq_len",
     )  # fmt: skip
     template_fields_renderers = {"prompts": "json"}
+    operator_extra_links = (FireworksDeploymentLink(),)
     ui_color = "#ece4ff"
 
     def __init__(

@@ -25,6 +25,9 @@ def test_prompts_from_an_upstream_task_and_completions_through_xcom(emulator, fi
     assert result["completions"][3]["metadata"] == {"answer": "red"}
     assert result["completions"][8]["prompt_token_ids"] == [1, 320, 85, 201, 17]
     assert xcom(run, "group_sizes") == {"0": 3, "1": 3, "2": 3, "3": 3}
+    assert xcom(run, "sample", "_link_FireworksDeploymentLink") == (
+        "https://app.fireworks.ai/dashboard/deployments/sample-dag"
+    )
     assert len(emulator.requests(route="completions")) == 12
     tokenizer = load_tokenizer(TOKENIZER)
     assert result["completions"][9]["prompt_token_ids"] == tokenizer.apply_chat_template(
