@@ -194,7 +194,7 @@ class Engine:
                     sequence._wake()
                     continue
                 decoding += 1
-                if visible >= sequence.visible + sequence.notify_every:
+                if visible // sequence.notify_every > sequence.visible // sequence.notify_every:
                     sequence.visible = visible
                     sequence._wake()
             for sequence in finished:

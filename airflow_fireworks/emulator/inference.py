@@ -358,6 +358,7 @@ class CompletionsHandler:
     # -- metrics ------------------------------------------------------------------------------
 
     def metrics(self, job: Job, deployment: Deployment, prompt_tokens: int) -> dict[str, str]:
+        """The server metrics (unprefixed names, values as text) of one choice."""
         sequence = job.sequence
         assert sequence is not None
         end = sequence.finished_at if sequence.finished_at is not None else asyncio.get_running_loop().time()
@@ -377,6 +378,7 @@ class CompletionsHandler:
 
     @staticmethod
     def usage(request: CompletionRequest, jobs: list[Job]) -> dict[str, Any]:
+        """The ``usage`` object over all choices."""
         completion_tokens = sum(len(job.completion.token_ids) for job in jobs)
         sequence = jobs[0].sequence
         cached = sequence.cached_tokens if sequence is not None else 0
@@ -389,6 +391,7 @@ class CompletionsHandler:
 
     @staticmethod
     def raw_output(request: CompletionRequest, job: Job) -> dict[str, Any]:
+        """Prompt and completion token ids (the completion starts with the echoed prompt tokens)."""
         return {
             "prompt_token_ids": request.prompt,
             "completion_token_ids": job.echo_ids + job.completion.token_ids,
@@ -396,8 +399,9 @@ class CompletionsHandler:
         }
 
     @staticmethod
-    async def _wait(sequence: Sequence, engine: Engine, predicate: Any) -> None:
-        while not predicate():
+    async def _wait(sequence: Sequence, engine: Engine, first_token: bool) -> None:
+        """Until the sequence is done (or, with ``first_token``, has produced its first token)."""
+        while not (sequence.done or (first_token and sequence.started)):
             if engine.closed and not sequence.started and sequence.ready_at == 0.0:
                 raise EngineClosed()
             await sequence.wait()
@@ -411,7 +415,7 @@ class CompletionsHandler:
         for job in jobs:
             sequence = job.sequence
             assert sequence is not None
-            await self._wait(sequence, engine, lambda s=sequence: s.done)
+            await self._wait(sequence, engine, first_token=False)
         choices = []
         for index, job in enumerate(jobs):
             completion = job.completion
@@ -451,7 +455,7 @@ class CompletionsHandler:
         sequence = job.sequence
         assert sequence is not None
         engine = self._engine(job.replica)
-        await self._wait(sequence, engine, lambda: sequence.started or sequence.done)
+        await self._wait(sequence, engine, first_token=True)
         metrics = self.metrics(job, deployment, len(parsed.prompt))
         headers = dict(SSE_HEADERS)
         for key in (
