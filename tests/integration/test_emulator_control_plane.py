@@ -334,6 +334,9 @@ def test_soft_delete_is_listed_only_with_show_deleted(emulator: EmulatorProcess)
         "soft",
     ]
     assert create(emulator, "soft").status_code == 409
+    undeleted = call(emulator, "POST", f"{deployments_path(emulator)}/soft:undelete", json={})
+    assert undeleted.status_code == 200
+    wait_for(lambda: state_of(emulator, "soft") == "READY")
 
 
 def test_list_pages_and_filter(emulator: EmulatorProcess) -> None:
