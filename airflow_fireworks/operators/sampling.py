@@ -535,7 +535,8 @@ class FireworksSampleOperator(BaseOperator):
         parameters, e.g. ``{"initial_window": 16, "max_window": 128}``.
     :param output_path: where completions are written (``ObjectStoragePath`` or URI; ``file://``
         works everywhere, other schemes through fsspec): ``shard-00000k/completions.jsonl``,
-        ``errors.jsonl`` and ``manifest.json``. Without it the records go to XCom.
+        ``errors.jsonl`` and ``manifest.json``. Without it the records go to XCom. Tasks sharing
+        an ``output_path`` must differ in ``shard_index`` (or put ``{{ ti.map_index }}`` in the path).
     :param overwrite: replace results of *different* inputs found under ``output_path`` (by default
         they are refused); results of the same inputs are always resumed or reused.
     :param max_xcom_completions: without ``output_path``, refuse (before sampling) when prompts x
@@ -715,6 +716,8 @@ class FireworksSampleOperator(BaseOperator):
     # -- execution -----------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """Sample the shard; return its summary (counts, tokens, finish reasons, throughput,
+        controller summary, URIs), plus the records themselves when there is no ``output_path``."""
         settings = self._settings(strict=True)
         prompt_set = self._prompt_set(self.prompts, settings["prompts_path"])
         prompt_set.validate()
@@ -745,7 +748,13 @@ class FireworksSampleOperator(BaseOperator):
                 prompt_set.total,
             )
         params = self.hook.connection_params
-        model = settings["model"] or self.hook.inference_model(settings["deployment_id"])
+        if settings["model"] is None:
+            try:
+                model = self.hook.inference_model(settings["deployment_id"])
+            finally:
+                self.hook.close()
+        else:
+            model = settings["model"]
         inputs = {
             "model": model,
             "tokenizer": settings["tokenizer"],
