@@ -466,7 +466,7 @@ class CompletionsHandler:
         ):
             headers[f"fireworks-{key}"] = metrics[key]
         headers["fireworks-backend-host"] = job.replica.host
-        response = web.StreamResponse(headers=headers)
+        response = _EventStreamResponse(headers=headers)
         await response.prepare(request)
         writer = _StreamWriter(request, response, parsed, job, rule, self)
         try:
@@ -474,6 +474,12 @@ class CompletionsHandler:
         except ConnectionResetError:
             raise asyncio.CancelledError() from None
         return response
+
+
+class _EventStreamResponse(web.StreamResponse):
+    """An SSE answer whose headers leave together with the first chunk (one send, not two)."""
+
+    _send_headers_immediately = False
 
 
 class _StreamWriter:
@@ -529,6 +535,8 @@ class _StreamWriter:
             buffer.append(b'data: {"id": "' + self.response_id.encode() + b'", "choices": [\n\n')
             return False
         if rule.kind == "reset_mid_stream":
+            if not buffer:
+                buffer.append(b": keep-alive\n\n")
             await self._flush(buffer)
             transport = self.request.transport
             if transport is not None:
