@@ -1,35 +1,35 @@
-"""The aiohttp application: control plane, hotload gateway, inference gateway and admin routes."""
+"""The aiohttp application: auth middleware, control plane, hotload and inference routes."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import logging
 import operator
 import os
-import random
 import re
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from airflow_fireworks.emulator.admin import ADMIN_PREFIX, add_admin_routes
+from airflow_fireworks.emulator.core import (
+    EMULATOR_KEY,
+    ConnectionDropped,
+    Emulator,
+    emulator_of,
+    query_bool,
+    read_json,
+)
 from airflow_fireworks.emulator.errors import ApiError, error_response, invalid, json_response
-from airflow_fireworks.emulator.faults import FaultRule, Faults
 from airflow_fireworks.emulator.hotload import parse_load_request
-from airflow_fireworks.emulator.inference import CompletionsHandler
 from airflow_fireworks.emulator.resources import DEPLOYMENT_ID_RE, rfc3339
 from airflow_fireworks.emulator.settings import Settings
-from airflow_fireworks.emulator.state import DELETED, Deployment, Store
-
-log = logging.getLogger(__name__)
+from airflow_fireworks.emulator.state import DELETED, Deployment
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ADMIN_PREFIX = "/_emulator/"
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
 _FILTER_CLAUSE = re.compile(r'^\s*([A-Za-z_]+)\s*(!=|=)\s*(?:"([^"]*)"|(\S+))\s*$')
@@ -50,143 +50,6 @@ DEPLOYMENT_HEADER = "fireworks-deployment"
 MODEL_HEADER = "fireworks-model"
 
 
-class ConnectionDropped(Exception):
-    """The handler closed the connection on purpose (a ``reset`` fault)."""
-
-
-class Stats:
-    """Counters behind ``GET /_emulator/stats``."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, dict[str, int]] = {}
-        self.completions_started = 0
-        self.completions_finished = 0
-        self.completions_aborted = 0
-        self.completions_faulted = 0
-        self.peak_prefill_queue_length = 0
-        self.peak_prefill_queue_duration_s = 0.0
-
-    def count(self, route: str, status: int | str) -> None:
-        per_route = self.requests.setdefault(route, {})
-        key = str(status)
-        per_route[key] = per_route.get(key, 0) + 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "completions": {
-                "started": self.completions_started,
-                "finished": self.completions_finished,
-                "aborted": self.completions_aborted,
-                "faulted": self.completions_faulted,
-            },
-            "prefill_queue": {
-                "peak_length": self.peak_prefill_queue_length,
-                "peak_duration_s": self.peak_prefill_queue_duration_s,
-            },
-        }
-
-
-class Emulator:
-    """Everything the routes share: settings, deployments, faults, stats and the request log."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.initial_settings = settings
-        self.settings = settings
-        self.store = Store(lambda: self.settings)
-        self.faults = Faults(settings.seed)
-        self.stats = Stats()
-        self.request_log: deque[dict[str, Any]] = deque(maxlen=settings.request_log_size)
-        self.sampling_rng = random.Random(settings.seed)
-        self.completions = CompletionsHandler(self)
-
-    def configure(self, settings: Settings) -> None:
-        """Switch to new settings (the account and key apply to the next request)."""
-        seed_changed = settings.seed != self.settings.seed
-        self.settings = settings
-        if seed_changed:
-            self.faults.reseed(settings.seed)
-            self.sampling_rng = random.Random(settings.seed)
-        if self.request_log.maxlen != settings.request_log_size:
-            self.request_log = deque(self.request_log, maxlen=settings.request_log_size)
-
-    def reset(self) -> None:
-        """Back to the start-up state."""
-        self.store.clear()
-        self.settings = self.initial_settings
-        self.faults = Faults(self.settings.seed)
-        self.stats = Stats()
-        self.request_log = deque(maxlen=self.settings.request_log_size)
-        self.sampling_rng = random.Random(self.settings.seed)
-
-    # -- helpers for handlers ---------------------------------------------------------------
-
-    def check_account(self, request: web.Request) -> None:
-        account = request.match_info["account"]
-        if account != self.settings.account_id:
-            raise ApiError(403, f"the API key has no access to account '{account}'")
-
-    async def apply_fault(
-        self, request: web.Request, route: str, deployment_id: str | None, streaming: bool = False
-    ) -> FaultRule | None:
-        """Run a matching non-stream fault now; return a stream fault for the caller to play."""
-        rule = self.faults.take(route, deployment_id, streaming)
-        if rule is None:
-            return None
-        if rule.kind == "status":
-            headers = {"Retry-After": f"{rule.retry_after_s:g}"} if rule.retry_after_s is not None else None
-            raise ApiError(rule.status, rule.message or "injected fault", headers=headers)
-        if rule.kind == "delay":
-            await asyncio.sleep(rule.delay_s)
-            return None
-        if rule.kind == "reset":
-            drop_connection(request)
-        return rule
-
-
-def drop_connection(request: web.Request) -> None:
-    """Close the TCP connection without an answer."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-    raise ConnectionDropped()
-
-
-async def read_json(request: web.Request, required: bool = True) -> Any:
-    """The request's JSON body (stored for the request log); 400 when it is not JSON."""
-    raw = await request.read()
-    if not raw:
-        if required:
-            raise invalid("request body is empty; a JSON object is required")
-        return None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise invalid("request body is not valid JSON") from None
-    request["json"] = body
-    return body
-
-
-def query_bool(request: web.Request, name: str) -> bool:
-    """A boolean query parameter (``true``/``false``/``1``/``0``); 400 otherwise."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return False
-    lowered = raw.lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0"):
-        return False
-    raise invalid(f"query parameter '{name}' must be true or false, got {raw!r}")
-
-
-def emulator_of(request: web.Request) -> Emulator:
-    return request.app[EMULATOR_KEY]
-
-
-EMULATOR_KEY: web.AppKey[Emulator] = web.AppKey("emulator", Emulator)
-
-
 # -- middleware ------------------------------------------------------------------------------
 
 
@@ -202,7 +65,7 @@ def _authorized(request: web.Request, key: str) -> bool:
 @web.middleware
 async def fireworks_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Auth, request ids, error bodies, stats and the request log for every Fireworks route."""
-    if request.path.startswith(ADMIN_PREFIX):
+    if request.path.startswith(ADMIN_PREFIX + "/"):
         try:
             return await handler(request)
         except ApiError as exc:
@@ -372,11 +235,7 @@ async def create_deployment(request: web.Request) -> web.StreamResponse:
     deployment = emulator.store.create(
         deployment_id, body if body is not None else {}, query_bool(request, "acceptShapelessRisk")
     )
-    return _render(emulator, deployment)
-
-
-def _render(emulator: Emulator, deployment: Deployment) -> web.Response:
-    return json_response(deployment.render(time.monotonic(), emulator.settings))
+    return emulator.render(deployment)
 
 
 async def get_deployment(request: web.Request) -> web.StreamResponse:
@@ -384,7 +243,7 @@ async def get_deployment(request: web.Request) -> web.StreamResponse:
     deployment_id = request.match_info["deployment"]
     await emulator.apply_fault(request, "get", deployment_id)
     emulator.check_account(request)
-    return _render(emulator, emulator.store.get(deployment_id))
+    return emulator.render(emulator.store.get(deployment_id))
 
 
 async def update_deployment(request: web.Request) -> web.StreamResponse:
@@ -394,7 +253,7 @@ async def update_deployment(request: web.Request) -> web.StreamResponse:
     emulator.check_account(request)
     body = await read_json(request)
     mask = request.query.get("updateMask")
-    return _render(emulator, emulator.store.update(deployment_id, body, mask))
+    return emulator.render(emulator.store.update(deployment_id, body, mask))
 
 
 async def delete_deployment(request: web.Request) -> web.StreamResponse:
@@ -415,9 +274,9 @@ async def deployment_action(request: web.Request) -> web.StreamResponse:
     emulator.check_account(request)
     body = await read_json(request, required=False)
     if action == "scale":
-        return _render(emulator, emulator.store.scale(deployment_id, body or {}))
+        return emulator.render(emulator.store.scale(deployment_id, body or {}))
     if action == "undelete":
-        return _render(emulator, emulator.store.undelete(deployment_id))
+        return emulator.render(emulator.store.undelete(deployment_id))
     raise ApiError(404, f"no route for POST {request.path}")
 
 
@@ -491,82 +350,6 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await emulator.completions.handle(request, await read_json(request))
 
 
-# -- admin -----------------------------------------------------------------------------------
-
-
-async def admin_health(request: web.Request) -> web.StreamResponse:
-    return json_response({"ok": True})
-
-
-async def admin_get_config(request: web.Request) -> web.StreamResponse:
-    return json_response(emulator_of(request).settings.public())
-
-
-async def admin_patch_config(request: web.Request) -> web.StreamResponse:
-    emulator = emulator_of(request)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise invalid("config must be a JSON object of settings")
-    try:
-        settings = emulator.settings.updated(body)
-    except ValueError as exc:
-        raise invalid(str(exc)) from None
-    emulator.configure(settings)
-    return json_response(settings.public())
-
-
-async def admin_reset(request: web.Request) -> web.StreamResponse:
-    emulator_of(request).reset()
-    return json_response({"ok": True})
-
-
-async def admin_stats(request: web.Request) -> web.StreamResponse:
-    emulator = emulator_of(request)
-    body = emulator.stats.as_dict()
-    body["deployments"] = emulator.store.counts_by_state()
-    body["completions"]["in_flight"] = sum(deployment.in_flight for deployment in emulator.store.all())
-    return json_response(body)
-
-
-async def admin_requests(request: web.Request) -> web.StreamResponse:
-    emulator = emulator_of(request)
-    route = request.query.get("route")
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        raise invalid("limit must be an integer") from None
-    entries = [entry for entry in emulator.request_log if route is None or entry["route"] == route]
-    entries = entries[-limit:] if limit > 0 else []
-    return json_response([{**entry, "time": rfc3339(entry["time"])} for entry in entries])
-
-
-async def admin_add_fault(request: web.Request) -> web.StreamResponse:
-    rule = emulator_of(request).faults.add(await read_json(request))
-    return json_response({"id": rule.id})
-
-
-async def admin_list_faults(request: web.Request) -> web.StreamResponse:
-    return json_response(emulator_of(request).faults.describe())
-
-
-async def admin_clear_faults(request: web.Request) -> web.StreamResponse:
-    emulator_of(request).faults.clear()
-    return json_response({"ok": True})
-
-
-async def admin_fail(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request, required=False) or {}
-    message = body.get("message", "injected failure") if isinstance(body, dict) else "injected failure"
-    code = body.get("code", "INTERNAL") if isinstance(body, dict) else "INTERNAL"
-    deployment = emulator_of(request).store.fail(request.match_info["deployment"], str(message), str(code))
-    return _render(emulator_of(request), deployment)
-
-
-async def admin_vanish(request: web.Request) -> web.StreamResponse:
-    emulator_of(request).store.vanish(request.match_info["deployment"])
-    return json_response({"ok": True})
-
-
 def build_app(settings: Settings) -> web.Application:
     """The whole emulator as one aiohttp application."""
     app = web.Application(middlewares=[fireworks_middleware], client_max_size=64 * 1024**2)
@@ -587,16 +370,5 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_post("/hot_load/v1/models/hot_load", hotload_load, name="hotload_load")
     app.router.add_get("/hot_load/v1/models/hot_load", hotload_status, name="hotload_status")
     app.router.add_post("/inference/v1/completions", completions, name="completions")
-    admin = ADMIN_PREFIX.rstrip("/")
-    app.router.add_get(admin + "/health", admin_health)
-    app.router.add_get(admin + "/config", admin_get_config)
-    app.router.add_patch(admin + "/config", admin_patch_config)
-    app.router.add_post(admin + "/reset", admin_reset)
-    app.router.add_get(admin + "/stats", admin_stats)
-    app.router.add_get(admin + "/requests", admin_requests)
-    app.router.add_post(admin + "/faults", admin_add_fault)
-    app.router.add_get(admin + "/faults", admin_list_faults)
-    app.router.add_delete(admin + "/faults", admin_clear_faults)
-    app.router.add_post(admin + "/deployments/{deployment}/fail", admin_fail)
-    app.router.add_post(admin + "/deployments/{deployment}/vanish", admin_vanish)
+    add_admin_routes(app)
     return app

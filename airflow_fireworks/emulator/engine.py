@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from airflow_fireworks.emulator.settings import Settings
 
 if TYPE_CHECKING:
-    from airflow_fireworks.emulator.app import Stats
+    from airflow_fireworks.emulator.core import Stats
 
 BLOCK_TOKENS = 16
 PREFIX_CACHE_BLOCKS = 200_000

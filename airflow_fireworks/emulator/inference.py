@@ -25,7 +25,7 @@ from airflow_fireworks.emulator.generation import (
 from airflow_fireworks.emulator.state import Deployment, Replica
 
 if TYPE_CHECKING:
-    from airflow_fireworks.emulator.app import Emulator
+    from airflow_fireworks.emulator.core import Emulator
 
 _BOOL_FIELDS = (
     "stream",
