@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.airflow_helpers import TESTS_DAGS
 from tests.e2e.cluster import AirflowCluster, airflow_cluster
 from tests.emulator_control import EmulatorProcess
 
 pytestmark = pytest.mark.e2e
-DAG_ID = "fireworks_lifecycle_deferrable"
+DAG_ID = "fireworks_e2e_lifecycle"
+E2E_DAGS = Path(__file__).resolve().parent / "dags"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def cluster(
     }
     with airflow_cluster(
         tmp_path_factory.mktemp("airflow-e2e"),
-        TESTS_DAGS,
+        E2E_DAGS,
         extra_env={"AIRFLOW_CONN_FIREWORKS_DEFAULT": json.dumps(connection)},
     ) as running:
         running.wait_for_dag(DAG_ID)
@@ -50,6 +51,7 @@ def test_waits_are_deferred_and_resumed_by_the_triggerer(cluster: AirflowCluster
     trigger_logs = cluster.logs(f"logs/dag_id={DAG_ID}/run_id={run_id}/**/*trigger*")
     assert any("task_id=create" in path for path in trigger_logs), sorted(trigger_logs)
     assert len(emulator.requests(route="create")) == 1
+    assert len(emulator.requests(route="hotload_load")) == 1
     deployment = emulator.session.get(
         f"{emulator.url}/v1/accounts/{emulator.account_id}/deployments/e2e-lifecycle",
         headers={"X-Api-Key": emulator.api_key}, timeout=5,
