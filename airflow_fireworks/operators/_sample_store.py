@@ -328,10 +328,8 @@ def _scan_file(path: ObjectStoragePath, source: int) -> tuple[list[_Group], dict
             record = _parse(line)
             if record is None:
                 if line.strip():
-                    head = _RECORD_HEAD_RE.match(line)
-                    if current is not None and (head is None or int(head.group(1)) == current.prompt_index):
-                        current.damaged = True
                     log.warning("Ignoring an incomplete line at byte %d of %s", start, path)
+                    current = _damage(groups, current, line, source, start)
                 continue
             index = record["prompt_index"]
             if record["type"] == ERROR:
@@ -347,6 +345,29 @@ def _scan_file(path: ObjectStoragePath, source: int) -> tuple[list[_Group], dict
             current.completion_lens.append(record["completion_len"])
             current.finish_reasons.append(record["finish_reason"])
     return groups, errors
+
+
+def _damage(
+    groups: list[_Group], current: _Group | None, line: bytes, source: int, start: int
+) -> _Group | None:
+    """Account for a line that is not a record; returns the group that continues.
+
+    A torn last line whose prompt cannot be told needs nothing: the group before it is the
+    file's last one, whole only with all ``n`` samples. Otherwise the line's group (its own
+    prompt's, or the current one) is marked damaged, so that its prompt is sampled again.
+    """
+    head = _RECORD_HEAD_RE.match(line)
+    if head is None and not line.endswith(b"\n"):
+        return current
+    index = int(head.group(1)) if head is not None else None
+    if current is not None and index in (None, current.prompt_index):
+        current.damaged = True
+        return current
+    if index is None:
+        return current
+    damaged = _Group(prompt_index=index, source=source, start=start, damaged=True)
+    groups.append(damaged)
+    return damaged
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_fireworks.api import FireworksValidationError
+from airflow_fireworks.operators._sample_store import ShardStore
 from airflow_fireworks.operators.sampling import (
     SUMMARY_KEYS,
     TIMELINE_FIRST_INTERVAL_S,
@@ -526,3 +527,43 @@ def test_the_timeline_stays_bounded_and_its_rates_follow_the_kept_points():
     later = run.timeline[1:]
     assert all(point["window"] == 3 and point["in_flight"] == 0 for point in later)
     assert {point["tokens_per_s"] for point in later} == {20.0}  # 10 tokens per 0.5 s between points
+
+
+def record(prompt: int, sample: int) -> dict[str, Any]:
+    return {"type": "completion", "prompt_index": prompt, "sample_index": sample, "prompt_len": 3,
+            "completion_len": 2, "finish_reason": "stop", "text": "ab", "prompt_token_ids": [1, 2, 3],
+            "completion_token_ids": [4, 5], "inference_logprobs": None, "logprobs_echoed": False,
+            "metadata": {}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("tail", "done"),
+    [
+        ("", {0, 1}),  # prompt 1 ends the file with all of its samples
+        ('{"type":"compl', {0, 1}),  # torn before its prompt is known: prompt 1 stays whole
+        ('{"type":"completion","prompt_index":2,"sam', {0, 1}),  # prompt 2 was being written
+        ('{"type":"completion","prompt_index":1,"sam', {0}),  # a fourth record of prompt 1?
+        ("not json\n", {0}),  # a whole line that is no record damages the group it is in
+    ],
+)
+def test_a_crashed_part_keeps_exactly_the_whole_groups(tmp_path, tail, done):
+    store = ShardStore(ObjectStoragePath(f"file://{tmp_path}"), 0)
+    store.directory.mkdir(parents=True)
+    lines = part_lines([record(0, 0), record(0, 1), record(1, 0), record(1, 1)])
+    (tmp_path / "shard-000000" / "part-1-00000000.jsonl").write_text("".join(lines) + tail)
+
+    assert store.scan(2).done == done
+
+
+def test_only_a_crashed_part_can_hold_a_group_cut_short(tmp_path):
+    store = ShardStore(ObjectStoragePath(f"file://{tmp_path}"), 0)
+    store.directory.mkdir(parents=True)
+    # prompt 0 lost a sample to max_seq_len; prompt 1 may have been cut by a crash
+    lines = part_lines([record(0, 0), record(0, 2), record(1, 0), record(1, 1)])
+    (tmp_path / "shard-000000" / "part-1-00000000.jsonl").write_text("".join(lines))
+
+    assert store.scan(3).done == {0}
+    assert store.scan(3, clean={"part-1-00000000.jsonl"}).done == {0, 1}
+    torn_next = '{"type":"completion","prompt_index":2,"sample_index":0,"prompt_l'
+    (tmp_path / "shard-000000" / "part-1-00000000.jsonl").write_text("".join(lines) + torn_next)
+    assert store.scan(3).done == {0, 1}  # prompt 2's write began, so prompt 1's had ended
