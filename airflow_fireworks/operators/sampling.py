@@ -621,6 +621,7 @@ class FireworksSampleOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> FireworksHook:
+        """The hook of ``fireworks_conn_id``."""
         return FireworksHook(fireworks_conn_id=self.fireworks_conn_id)
 
     # -- validation ----------------------------------------------------------------------------
@@ -841,7 +842,7 @@ class FireworksSampleOperator(BaseOperator):
             num_prompts=len(shard),
             run=run,
             resumed=0,
-            failed=len(errors),
+            failed=run.prompts_failed,
             skipped=run.prompts_skipped,
             tally=run.tally,
             controller=controller,
@@ -947,6 +948,7 @@ class FireworksSampleOperator(BaseOperator):
                     {
                         "try_number": attempt,
                         "prompts_sampled": run.prompts_sampled,
+                        "prompts_failed": run.prompts_failed,
                         "prompts_resumed": len(done),
                         "sampling_s": round(run.elapsed_s, 3),
                     },

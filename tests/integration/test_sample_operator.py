@@ -186,6 +186,7 @@ def test_list_prompts_write_one_record_per_completion_and_a_manifest(emu, tokeni
         {
             "try_number": 1,
             "prompts_sampled": 4,
+            "prompts_failed": 0,
             "prompts_resumed": 0,
             "sampling_s": manifest["throughput"]["sampling_s"],
         }
