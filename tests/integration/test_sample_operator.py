@@ -11,10 +11,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import fsspec
 import pytest
 import requests
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.io import attach
 
 from airflow_fireworks.api import FireworksValidationError
 from airflow_fireworks.operators._sample_store import ShardStore
@@ -568,3 +570,23 @@ def test_only_a_crashed_part_can_hold_a_group_cut_short(tmp_path):
     torn_next = '{"type":"completion","prompt_index":2,"sample_index":0,"prompt_l'
     (tmp_path / "shard-000000" / "part-1-00000000.jsonl").write_text("".join(lines) + torn_next)
     assert store.scan(3).done == {0, 1}  # prompt 2's write began, so prompt 1's had ended
+
+
+def test_any_fsspec_filesystem_holds_the_output(emu, tokenizer):
+    attach("memory", fs=fsspec.filesystem("memory"))
+    root = ObjectStoragePath("memory://rollouts/run-1")
+
+    summary = operator(prompts=["a", "b"], tokenizer=tokenizer, n=2, output_path=root).execute(context())
+
+    shard = root / "shard-000000"
+    assert sorted(p.name for p in shard.iterdir()) == ["completions.jsonl", "errors.jsonl", "manifest.json"]
+    with (shard / "completions.jsonl").open("r") as fp:
+        assert [(r["prompt_index"], r["sample_index"]) for r in iter_records(fp)] == [
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+        ]
+    assert summary["completions_uri"] == "memory://rollouts/run-1/shard-000000/completions.jsonl"
+    again = operator(prompts=["a", "b"], tokenizer=tokenizer, n=2, output_path=root).execute(context(2))
+    assert again["reused"] is True
