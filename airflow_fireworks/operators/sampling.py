@@ -29,12 +29,12 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
@@ -1010,17 +1010,14 @@ class FireworksSampleOperator(BaseOperator):
         ticker = asyncio.create_task(run.run_timeline())
         run.sample_timeline()
         try:
-            # an async generator (annotated as AsyncIterator): close it so that in-flight requests end
-            results = cast(
-                "AsyncGenerator[PromptResult, None]",
-                sample_prompts(
-                    sampler,
-                    shard,
-                    **self._sampling_params(settings),
-                    skip_prompt_indices=done,
-                    progress_interval_s=settings["progress_interval_s"],
-                ),
+            results = sample_prompts(
+                sampler,
+                shard,
+                **self._sampling_params(settings),
+                skip_prompt_indices=done,
+                progress_interval_s=settings["progress_interval_s"],
             )
+            # closing the generator ends the requests still in flight (on cancel or error)
             async with sampler, aclosing(results):
                 async for result in results:
                     run.add(result)
