@@ -40,14 +40,14 @@ def summarize(shards: list[dict[str, Any]]) -> dict[str, Any]:
             manifests.append(json.load(manifest))
     finish_reasons: dict[str, int] = {}
     for manifest in manifests:
-        for reason, count in manifest.get("finish_reasons", {}).items():
+        for reason, count in manifest["finish_reasons"].items():
             finish_reasons[reason] = finish_reasons.get(reason, 0) + count
     return {
         "shards": len(manifests),
-        "prompts": sum(m.get("prompts_done", 0) for m in manifests),
-        "completions": sum(m.get("completions", 0) for m in manifests),
-        "completion_tokens": sum(m.get("completion_tokens", 0) for m in manifests),
-        "failed_prompts": sum(m.get("failed_prompts", 0) for m in manifests),
+        "prompts": sum(m["num_prompts"] for m in manifests),
+        "completions": sum(m["num_completions"] for m in manifests),
+        "completion_tokens": sum(m["completion_tokens"] for m in manifests),
+        "failed_prompts": sum(m["num_prompts_failed"] for m in manifests),
         "finish_reasons": finish_reasons,
         "completions_uris": [shard["completions_uri"] for shard in shards],
     }

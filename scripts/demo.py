@@ -85,7 +85,7 @@ def draw_chart(manifests: list[tuple[str, dict[str, Any]]], chart_path: Path) ->
         times = [point["t_s"] for point in timeline]
         axis.plot(times, [point["tokens_per_s"] for point in timeline], color="tab:blue")
         axis.set_ylabel("tokens/s", color="tab:blue")
-        axis.set_title(f"{step}: {manifest.get('completions', 0)} completions")
+        axis.set_title(f"{step}: {manifest['num_completions']} completions")
         window_axis = axis.twinx()
         window_axis.step(times, [point["window"] for point in timeline], where="post", color="tab:orange")
         window_axis.plot(times, [point["in_flight"] for point in timeline], color="tab:green", alpha=0.5)
@@ -105,10 +105,11 @@ def print_summary(states: list[tuple[str, str]], manifests: list[tuple[str, dict
     print("\nSampling steps:")
     print(f"  {'step':<8} {'completions':>11} {'tokens':>8} {'tokens/s':>9} {'window':>7} {'errors':>6}")
     for step, manifest in manifests:
-        controller = manifest.get("controller", {}) or {}
+        controller = manifest.get("controller") or {}
         window = controller.get("window_after", controller.get("window", "-"))
-        print(f"  {step:<8} {manifest.get('completions', 0):>11} {manifest.get('completion_tokens', 0):>8} "
-              f"{manifest.get('tokens_per_s', 0):>9.0f} {window!s:>7} {manifest.get('failed_prompts', 0):>6}")
+        tokens_per_s = manifest["throughput"]["completion_tokens_per_s"]
+        print(f"  {step:<8} {manifest['num_completions']:>11} {manifest['completion_tokens']:>8} "
+              f"{tokens_per_s:>9.0f} {window!s:>7} {manifest['num_prompts_failed']:>6}")
     print(f"\nCompletions (JSON Lines) and manifests: {output_root}")
     print(f"Chart of throughput and concurrency window per step: {chart_path}")
     print(f"Airflow home (logs, metadata DB): {DEMO_DIR / 'airflow'}")
