@@ -189,6 +189,16 @@ class AsyncFireworksClient:
         _, content = await self._request("GET", url, headers=headers)
         return HotloadStatus.from_response(_http.parse_json(content, "hotload status"))
 
+    async def delete_deployment(self, deployment_id: str) -> bool:
+        """Hard-delete; True if deleted, False if it was already absent. Does not wait."""
+        deployment_id = validate_deployment_id(deployment_id)
+        account = await self.account_id()
+        status, _ = await self._request(
+            "DELETE", f"{self.base_url}/v1/accounts/{account}/deployments/{deployment_id}",
+            headers=self._control_headers, params={"ignoreChecks": "true", "hard": "true"}, expect=(404,),
+        )
+        return status != 404
+
     async def inference_model(self, deployment_id: str) -> str:
         """The ``model`` string for completions: ``accounts/<account>/deployments/<id>``."""
         return deployment_name(await self.account_id(), validate_deployment_id(deployment_id))

@@ -163,12 +163,8 @@ class FireworksDeploymentTrigger(FireworksPollingTrigger):
         if not self.delete_on_kill:
             return
         params = await FireworksHook.aget_connection_params(self.fireworks_conn_id)
-
-        def delete() -> bool:
-            with params.manager() as manager:
-                return manager.delete(self.deployment_id)
-
-        deleted = await asyncio.wait_for(asyncio.to_thread(delete), _ON_KILL_TIMEOUT_S)
+        async with params.async_client() as client:
+            deleted = await asyncio.wait_for(client.delete_deployment(self.deployment_id), _ON_KILL_TIMEOUT_S)
         self.log.info(
             "Task killed: deployment %s %s", self.deployment_id, "deleted" if deleted else "already gone"
         )

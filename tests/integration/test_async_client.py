@@ -207,3 +207,17 @@ async def test_api_key_never_leaks(
     for text in texts:
         assert key not in text
         assert wrong not in text
+
+
+async def test_delete_deployment_is_idempotent(
+    client: AsyncFireworksClient, sync: DeploymentManager, emu: EmulatorProcess
+) -> None:
+    sync.create_or_get(DeploymentConfig(deployment_id="dep-del", base_model=BASE_MODEL))
+
+    assert await client.delete_deployment("dep-del") is True
+    sync.wait_for_deleted("dep-del", timeout_s=10, poll_interval_s=0.05)
+    assert sync.get("dep-del") is None
+    assert await client.delete_deployment("dep-del") is False
+    deletes = emu.requests(route="delete")
+    assert len(deletes) == 2
+    assert all(r["query"].get("hard") == "true" and r["query"].get("ignoreChecks") == "true" for r in deletes)
