@@ -97,6 +97,8 @@ with DAG(
         seed=1234,
     ).expand(shard_index=list(range(NUM_SHARDS)))
     summary = summarize(shards.output)
-    release = FireworksScaleToZeroOperator(task_id="release_gpus", deployment_id=DEPLOYMENT_ID)
+    release = FireworksScaleToZeroOperator(
+        task_id="release_gpus", deployment_id=DEPLOYMENT_ID, wait_for_completion=True, poll_interval=2
+    )
     create >> load >> shards
     summary >> release.as_teardown(setups=create)

@@ -2,7 +2,8 @@
 
 create (or reuse) the deployment and wait until it serves; then, for each training step: hotload
 the step's policy snapshot (a full load first, incremental deltas afterwards), sample the prompt
-set with the adaptive concurrency controller into object storage, and hand the completions' URI
+set with the adaptive concurrency controller into object storage (each step starting from
+the window the previous step ended with), and hand the completions' URI
 to the training step. ``train_step_placeholder_*`` stands in for your trainer: it reads the
 completions, computes group rewards as GRPO would, and returns the next snapshot identity.
 ``release_gpus`` scales the deployment to zero as a teardown task, so it runs even when a step
@@ -44,6 +45,14 @@ def snapshot_of(step: int) -> str:
     if step == 0:
         return "{{ params.initial_snapshot }}"
     return f"{{{{ ti.xcom_pull(task_ids='train_step_placeholder_{step - 1}')['snapshot_identity'] }}}}"
+
+
+def controller_start(step: int) -> str | dict[str, str]:
+    """Adaptive concurrency; from step 1 on, start at the window the previous step ended with."""
+    if step == 0:
+        return "adaptive"
+    previous = f"ti.xcom_pull(task_ids='sample_step_{step - 1}')['controller']['final_window']"
+    return {"initial_window": f"{{{{ {previous} }}}}"}
 
 
 @task
@@ -114,11 +123,14 @@ with DAG(
             max_tokens="{{ params.max_tokens }}",
             temperature=1.0,
             logprobs=True,
+            concurrency=controller_start(step),
         )
         train = placeholder_train_step.override(task_id=f"train_step_placeholder_{step}")(
             sampling=sample.output, step=step
         )
         previous >> hotload >> sample
         previous = train
-    release = FireworksScaleToZeroOperator(task_id="release_gpus", deployment_id=DEPLOYMENT_ID)
+    release = FireworksScaleToZeroOperator(
+        task_id="release_gpus", deployment_id=DEPLOYMENT_ID, wait_for_completion=True, poll_interval=2
+    )
     previous >> release.as_teardown(setups=create)

@@ -213,6 +213,7 @@ def _concurrency(value: Any) -> dict[str, Any]:
             raise FireworksValidationError("concurrency", f"a fixed concurrency must be >= 1, got {value}")
         return {"mode": "fixed", "max_concurrency": value}
     if isinstance(value, Mapping):
+        value = {name: _number(param) for name, param in value.items()}
         known = [
             name
             for name, param in inspect.signature(AdaptiveConcurrencyController).parameters.items()
@@ -233,6 +234,19 @@ def _concurrency(value: Any) -> dict[str, Any]:
         f"must be 'adaptive', an integer (fixed window) or a dict of AdaptiveConcurrencyController "
         f"parameters, got {value!r}",
     )
+
+
+def _number(value: Any) -> Any:
+    """A rendered template's numeric string as a number (``"56"`` -> 56, ``"0.5"`` -> 0.5)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
 
 
 def _make_controller(spec: Mapping[str, Any]) -> ConcurrencyController:
@@ -532,7 +546,8 @@ class FireworksSampleOperator(BaseOperator):
         plus completion exceeds it.
     :param concurrency: ``"adaptive"`` (the window follows the server's prefill queue), an integer
         (a fixed number of requests in flight) or a dict of ``AdaptiveConcurrencyController``
-        parameters, e.g. ``{"initial_window": 16, "max_window": 128}``.
+        parameters, e.g. ``{"initial_window": 16, "max_window": 128}`` (templated: start a step
+        from the window the previous one ended with, its summary's ``controller.final_window``).
     :param output_path: where completions are written (``ObjectStoragePath`` or URI; ``file://``
         works everywhere, other schemes through fsspec): ``shard-00000k/completions.jsonl``,
         ``errors.jsonl`` and ``manifest.json``. Without it the records go to XCom. Tasks sharing
@@ -550,7 +565,7 @@ class FireworksSampleOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "deployment_id", "model", "tokenizer", "prompts", "prompts_path", "output_path",
         "shard_index", "num_shards", "n", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed",
-        "max_seq_len",
+        "max_seq_len", "concurrency",
     )  # fmt: skip
     template_fields_renderers = {"prompts": "json"}
     operator_extra_links = (FireworksDeploymentLink(),)
@@ -668,7 +683,7 @@ class FireworksSampleOperator(BaseOperator):
             "top_logprobs": _int("top_logprobs", self.top_logprobs, 0, 5, optional=True),
             "echo": _bool("echo", self.echo),
             "max_seq_len": get("max_seq_len", lambda k, v: _int(k, v, 1, optional=True)),
-            "concurrency": _concurrency(self.concurrency),
+            "concurrency": get("concurrency", lambda k, v: _concurrency(v)),
             "overwrite": _bool("overwrite", self.overwrite),
             "max_xcom_completions": _int("max_xcom_completions", self.max_xcom_completions, 0),
             "max_failed_prompt_fraction": _float(
@@ -992,7 +1007,8 @@ class FireworksSampleOperator(BaseOperator):
             ) from None
         finally:
             self._loop = self._task = None
-        return run.controller.step_completed()
+        # ``final_window`` lets the next step start where this one ended (``initial_window``).
+        return {**run.controller.step_completed(), "final_window": run.controller.window_size}
 
     async def _sample_async(
         self,

@@ -54,6 +54,10 @@ def test_rl_loop_runs_every_step_and_releases_the_gpus(emulator, fireworks_conn_
         assert len(records) == 96 * 2
         assert {(r["prompt_index"], r["sample_index"]) for r in records} == {
             (p, s) for p in range(96) for s in range(2)}
+        if step > 0:
+            manifest = json.loads(Path(summary["manifest_uri"].removeprefix("file://")).read_text())
+            previous_window = xcom(run, f"sample_step_{step - 1}")["controller"]["final_window"]
+            assert manifest["concurrency"] == {"mode": "adaptive", "initial_window": previous_window}
         trained = xcom(run, f"train_step_placeholder_{step}")
         assert trained["groups"] == 96
         if step < 2:
