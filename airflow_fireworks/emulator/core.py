@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from airflow_fireworks.emulator.errors import ApiError, invalid, json_response
-from airflow_fireworks.emulator.faults import FaultRule, Faults
+from airflow_fireworks.emulator.faults import CannedAnswer, FaultRule, Faults
 from airflow_fireworks.emulator.inference import CompletionsHandler
 from airflow_fireworks.emulator.settings import Settings
 from airflow_fireworks.emulator.state import Deployment, Store
@@ -116,6 +116,8 @@ class Emulator:
             return None
         if rule.kind == "reset":
             drop_connection(request)
+        if rule.kind == "body":
+            raise CannedAnswer(rule.status, rule.body)
         return rule
 
 

@@ -6,7 +6,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_fireworks.emulator.errors import invalid
+from airflow_fireworks.emulator.errors import ApiError, invalid
 
 ROUTES = frozenset(
     {
@@ -23,7 +23,7 @@ ROUTES = frozenset(
     }
 )
 STREAM_KINDS = frozenset({"reset_mid_stream", "truncate", "malformed_chunk", "stream_error", "finish_error"})
-KINDS = frozenset({"status", "delay", "reset"}) | STREAM_KINDS
+KINDS = frozenset({"status", "delay", "reset", "body"}) | STREAM_KINDS
 DEFAULT_MESSAGES = {
     "status": "injected fault",
     "delay": "",
@@ -33,6 +33,7 @@ DEFAULT_MESSAGES = {
     "malformed_chunk": "",
     "stream_error": "injected upstream stream error",
     "finish_error": "injected finish error",
+    "body": "",
 }
 
 
@@ -51,10 +52,22 @@ class FaultRule:
     probability: float = 1.0
     after_chunks: int = 1
     message: str = ""
+    body: Any = None
     hits: int = 0
 
     def exhausted(self) -> bool:
         return self.times is not None and self.hits >= self.times
+
+
+class CannedAnswer(ApiError):
+    """The answer of a ``body`` fault: its status with its JSON body exactly as given."""
+
+    def __init__(self, status: int, canned: Any) -> None:
+        super().__init__(status, "canned answer")
+        self.canned = canned
+
+    def body(self) -> Any:
+        return self.canned
 
 
 def _number(body: dict[str, Any], key: str, default: Any, minimum: float, integer: bool = False) -> Any:
@@ -98,7 +111,9 @@ class Faults:
         message = body.get("message", DEFAULT_MESSAGES[kind])
         if not isinstance(message, str):
             raise invalid("fault field 'message' must be a string")
-        status = _number(body, "status", 503, 100, integer=True)
+        if kind == "body" and "body" not in body:
+            raise invalid("fault kind 'body' needs a 'body' field: the JSON value to answer with")
+        status = _number(body, "status", 200 if kind == "body" else 503, 100, integer=True)
         if status > 599:
             raise invalid(f"fault field 'status' must be an HTTP status (100-599), got {status}")
         probability = _number(body, "probability", 1.0, 0.0)
@@ -118,6 +133,7 @@ class Faults:
             probability=float(probability),
             after_chunks=_number(body, "after_chunks", 1, 0, integer=True),
             message=message,
+            body=body.get("body"),
         )
         self._next_id += 1
         self.rules.append(rule)
