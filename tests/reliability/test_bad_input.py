@@ -28,7 +28,7 @@ from airflow_fireworks.sampling.completion import CompletionOptions, build_compl
 from airflow_fireworks.sampling.stream import SSEDecoder, StreamAssembler
 from tests.airflow_helpers import task_context
 from tests.emulator_control import EmulatorProcess
-from tests.reliability.conftest import BASE_MODEL, create_ready
+from tests.reliability.conftest import BASE_MODEL, QUICK_RETRY, create_ready
 
 SECRET = "fw-bad-input-secret-5e1d"
 OPERATORS: dict[str, Any] = {
@@ -505,3 +505,120 @@ def test_streamed_completion_answers(
     with pytest.raises(error) as caught:
         assemble()
     assert_clear(caught, says)
+
+
+# --- server answers over HTTP (the emulator's ``body`` fault answers any JSON value) -----------------
+
+SERVER_ANSWERS_HTTP: list[tuple[str, str, int, Any, str | None]] = [
+    ("get-unknown-fields", "get", 200,
+     {"name": "accounts/emulator/deployments/ans-dep", "state": "READY", "replicaCount": 1, "newThing": [1]},
+     None),
+    ("get-state-wrong-type", "get", 200, {"name": "accounts/emulator/deployments/ans-dep", "state": 7},
+     "'state' should be a string"),
+    ("get-not-an-object", "get", 200, ["READY"], "did not return a JSON object"),
+    ("get-not-json-text", "get", 200, "<html>gateway</html>", "did not return a JSON object"),
+    ("accounts-empty", "accounts", 200, {"accounts": []}, "not associated with any account"),
+    ("accounts-missing-name", "accounts", 200, {"accounts": [{"state": "READY"}]}, "without a name"),
+    ("create-replicas-wrong-type", "create", 200,
+     {"name": "accounts/emulator/deployments/new-dep", "state": "CREATING", "replicaCount": "1"},
+     "'replicaCount' should be an integer"),
+    ("hotload-status-missing-replicas", "hotload_status", 200, {"status": "ok"}, "no 'replicas' list"),
+    ("hotload-status-readiness-wrong-type", "hotload_status", 200, {"replicas": [{"readiness": "yes"}]},
+     "readiness"),
+    ("error-body-unusual-shape", "get", 400, {"error": "plain text problem"}, "HTTP 400"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "route", "status", "body", "says"), SERVER_ANSWERS_HTTP, ids=[a[0] for a in SERVER_ANSWERS_HTTP]
+)
+def test_server_answers_over_http_are_handled_or_clear_errors(
+    emulator: EmulatorProcess, name: str, route: str, status: int, body: Any, says: str | None
+) -> None:
+    from airflow_fireworks.api import DeploymentConfig, DeploymentManager
+
+    emulator.configure(create_delay_s=0.05)
+    create_ready(emulator, "ans-dep")
+    calls = {
+        "get": lambda m: m.get("ans-dep"),
+        "accounts": lambda m: m.account_id,
+        "create": lambda m: m.create_or_get(DeploymentConfig(deployment_id="new-dep", base_model=BASE_MODEL)),
+        "hotload_status": lambda m: m.hotload_check_status("ans-dep", BASE_MODEL),
+    }
+    with DeploymentManager(emulator.api_key, emulator.url) as manager:
+        if route != "accounts":
+            assert manager.account_id == emulator.account_id
+        before = len(emulator.requests(route=route))
+        emulator.add_fault(route=route, kind="body", status=status, body=body, times=None)
+        if says is None:
+            info = calls[route](manager)
+            assert info.state.value == "READY" and info.raw["newThing"] == [1]
+            return
+        with pytest.raises(FireworksError) as caught:
+            calls[route](manager)
+    assert_clear(caught, says)
+    assert len(emulator.requests(route=route)) - before == 1  # a bad answer is not retried
+
+
+def test_the_emulator_body_fault_answers_verbatim_and_needs_a_body(emulator: EmulatorProcess) -> None:
+    refused = emulator.session.post(f"{emulator.url}/_emulator/faults", json={"kind": "body"}, timeout=5)
+    emulator.add_fault(route="accounts", kind="body", body=[1, "two", None], times=1)
+    answer = emulator.session.get(f"{emulator.url}/v1/accounts", headers={"X-Api-Key": emulator.api_key})
+    teapot = emulator.add_fault(route="accounts", kind="body", status=418, body={"error": 1}, times=1)
+    second = emulator.session.get(f"{emulator.url}/v1/accounts", headers={"X-Api-Key": emulator.api_key})
+
+    assert refused.status_code == 400 and "needs a 'body'" in refused.text
+    assert answer.status_code == 200 and answer.json() == [1, "two", None]
+    assert teapot and second.status_code == 418 and second.json() == {"error": 1}
+
+
+async def _first_event(trigger: Any) -> dict[str, Any]:
+    run = trigger.run()
+    try:
+        return dict((await run.asend(None)).payload)
+    finally:
+        await run.aclose()
+
+
+def test_a_bad_deployment_answer_fails_the_wait_and_the_trigger_clearly(
+    emulator: EmulatorProcess, fireworks_conn_env: str
+) -> None:
+    import asyncio
+    import time
+
+    from airflow_fireworks.triggers.deployment import FireworksDeploymentTrigger
+
+    emulator.configure(create_delay_s=0.05)
+    create_ready(emulator, "ans-dep")
+    emulator.add_fault(route="get", kind="body", body={"name": "accounts/emulator/deployments/ans-dep",
+                                                       "state": ["READY"]}, times=None)  # fmt: skip
+    trigger = FireworksDeploymentTrigger("ans-dep", deadline=time.time() + 10, poll_interval=0.05)
+    task = FireworksCreateDeploymentOperator(task_id="create", **{**CREATE, "deployment_id": "ans-dep"})
+
+    event = asyncio.run(_first_event(trigger))
+    with pytest.raises(AirflowException) as caught:
+        task.execute(task_context())
+
+    assert event["status"] == "error" and "'state' should be a string" in event["message"]
+    assert_clear(caught, "'state' should be a string")
+
+
+async def test_a_json_answer_instead_of_a_stream_is_never_counted_as_a_completion(
+    emulator: EmulatorProcess,
+) -> None:
+    from airflow_fireworks.sampling import DeploymentSampler, PromptSpec, sample_prompts
+
+    emulator.configure(create_delay_s=0.05)
+    model = create_ready(emulator, "ans-dep")
+    answer = {"choices": [{"text": "4", "finish_reason": "stop"}], "usage": {"completion_tokens": 1}}
+    emulator.add_fault(route="completions", kind="body", body=answer, times=None)
+    prompts = [PromptSpec(0, prompt_token_ids=[1, 2, 3])]
+
+    async with DeploymentSampler(emulator.url, model, emulator.api_key, retry_policy=QUICK_RETRY) as sampler:
+        results = [result async for result in sample_prompts(sampler, prompts, max_tokens=8)]
+
+    [result] = results
+    assert result.completions == [] and result.error is not None
+    assert result.error["final_error_kind"] == "sse_truncation"
+    assert result.error["attempts"] == QUICK_RETRY.max_attempts
+    assert "finish reason" in result.error["message"]

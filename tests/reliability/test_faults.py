@@ -356,9 +356,13 @@ async def test_probe_faults_mean_not_serving_yet_and_are_not_retried(
 
 
 async def _event(trigger: Any) -> dict[str, Any]:
-    event = await trigger.run().asend(None)
-    payload = dict(event.payload)
-    return payload
+    """The trigger's first event; the generator is then closed, as the triggerer does."""
+    run = trigger.run()
+    try:
+        event = await run.asend(None)
+    finally:
+        await run.aclose()
+    return dict(event.payload)
 
 
 def _deployment_trigger(deployment_id: str, target: str = "ready", deadline_s: float = 20) -> Any:
