@@ -19,6 +19,7 @@ from airflow_fireworks.api.errors import (
 )
 from airflow_fireworks.api.models import deployment_name
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryPolicy
+from airflow_fireworks.api.validation import check_str_map
 
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 ACCOUNTS_PATH = "/v1/accounts"
@@ -77,11 +78,7 @@ def base_headers(api_key: str, additional_headers: Mapping[str, str] | None) -> 
     if session_id and _is_canonical_uuid(session_id):
         headers["X-Fireworks-Session-Id"] = session_id
     if additional_headers is not None:
-        if not isinstance(additional_headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in additional_headers.items()
-        ):
-            raise FireworksValidationError("additional_headers", "must be a mapping of strings to strings")
-        headers = merge_headers(headers, additional_headers)
+        headers = merge_headers(headers, check_str_map(additional_headers, "additional_headers"))
     return headers
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
@@ -35,6 +34,7 @@ from airflow_fireworks.api.models import (
     validate_update_mask,
 )
 from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus, RetryPolicy
+from airflow_fireworks.api.validation import check_bool, check_int, check_seconds
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,6 @@ WARMUP_TIMEOUT_S = 30.0
 HOTLOAD_TRIGGER_TIMEOUT_S = 60.0
 SCALE_TO_ZERO_MASK = "min_replica_count,max_replica_count"
 _RESET_PROMPT_CACHE_REJECTED = ("reset_prompt_cache", "extra inputs are not permitted")
-
-
-def _check_seconds(value: Any, field: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise FireworksValidationError(field, f"must be a number of seconds {bound}, got {value!r}")
-    return float(value)
 
 
 def _check_model(value: Any) -> str:
@@ -92,7 +84,7 @@ class DeploymentManager:
         if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
             raise FireworksValidationError("retry_policy", "must be a RetryPolicy or None")
         self.retry_policy = retry_policy or RetryPolicy()
-        self.timeout_s = _check_seconds(timeout_s, "timeout_s", positive=True)
+        self.timeout_s = check_seconds(timeout_s, "timeout_s", positive=True)
         self._control_headers = _http.base_headers(self._api_key, additional_headers)
         self._gateway_headers = _http.gateway_headers(self._control_headers, self._api_key)
         self._session = requests.Session()
@@ -217,8 +209,7 @@ class DeploymentManager:
         if not isinstance(config, DeploymentConfig):
             raise FireworksValidationError(
                 "config", "must be a DeploymentConfig (build one with DeploymentConfig.from_dict)")
-        if not isinstance(force_recreate, bool):
-            raise FireworksValidationError("force_recreate", "must be true or false")
+        check_bool(force_recreate, "force_recreate")
         deployment_id = config.deployment_id
         existing = self.get(deployment_id)
         if existing is not None:
@@ -253,8 +244,8 @@ class DeploymentManager:
         ``DeploymentNotFoundError`` (absent) or ``FireworksTimeoutError``.
         """
         deployment_id = validate_deployment_id(deployment_id)
-        timeout_s = _check_seconds(timeout_s, "timeout_s")
-        poll_interval_s = _check_seconds(poll_interval_s, "poll_interval_s", positive=True)
+        timeout_s = check_seconds(timeout_s, "timeout_s")
+        poll_interval_s = check_seconds(poll_interval_s, "poll_interval_s", positive=True)
         deadline = time.monotonic() + timeout_s
         while True:
             info = self.get(deployment_id)
@@ -319,8 +310,8 @@ class DeploymentManager:
     def wait_for_deleted(self, deployment_id: str, timeout_s: float = 60, poll_interval_s: float = 2) -> None:
         """Poll until the deployment is gone (404) or DELETED; ``FireworksTimeoutError`` past the deadline."""
         deployment_id = validate_deployment_id(deployment_id)
-        timeout_s = _check_seconds(timeout_s, "timeout_s")
-        poll_interval_s = _check_seconds(poll_interval_s, "poll_interval_s", positive=True)
+        timeout_s = check_seconds(timeout_s, "timeout_s")
+        poll_interval_s = check_seconds(poll_interval_s, "poll_interval_s", positive=True)
         deadline = time.monotonic() + timeout_s
         while True:
             info = self.get(deployment_id)
@@ -372,7 +363,7 @@ class DeploymentManager:
         """One tiny completion; True on HTTP 200. Never raises for HTTP or connection failures and
         is not retried (a failed probe just means "not serving yet")."""
         model = _check_model(model)
-        timeout_s = _check_seconds(timeout_s, "timeout_s", positive=True)
+        timeout_s = check_seconds(timeout_s, "timeout_s", positive=True)
         try:
             status = self._completion(model, timeout_s)
         except requests.RequestException as exc:
@@ -384,9 +375,8 @@ class DeploymentManager:
     def warmup(self, model: str, max_retries: int = 30, retry_interval_s: float = 10.0) -> bool:
         """Send warmup completions until one answers 200 (True) or ``max_retries`` failed (False)."""
         model = _check_model(model)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 1:
-            raise FireworksValidationError("max_retries", f"must be an integer >= 1, got {max_retries!r}")
-        retry_interval_s = _check_seconds(retry_interval_s, "retry_interval_s")
+        check_int(max_retries, "max_retries", 1)
+        retry_interval_s = check_seconds(retry_interval_s, "retry_interval_s")
         for attempt in range(1, max_retries + 1):
             try:
                 status = self._completion(model, WARMUP_TIMEOUT_S)
@@ -427,8 +417,7 @@ class DeploymentManager:
         deployment_id = validate_deployment_id(deployment_id)
         base_model = validate_base_model(base_model)
         snapshot_identity = _check_identity(snapshot_identity, "snapshot_identity")
-        if not isinstance(reset_prompt_cache, bool):
-            raise FireworksValidationError("reset_prompt_cache", "must be true or false")
+        check_bool(reset_prompt_cache, "reset_prompt_cache")
         if source_url is not None and (not isinstance(source_url, str) or not source_url.strip()):
             raise FireworksValidationError("source_url", "must be an object-store URI such as 'gs://bucket/prefix/'")
         body: dict[str, Any] = {"identity": snapshot_identity}
@@ -459,7 +448,7 @@ class DeploymentManager:
     def hotload_check_status(self, deployment_id: str, base_model: str, timeout: float = 30) -> HotloadStatus:
         """Per-replica hotload status (identity served, readiness, loading stage)."""
         return self._hotload_status(validate_deployment_id(deployment_id), validate_base_model(base_model),
-                                    _check_seconds(timeout, "timeout", positive=True), None)
+                                    check_seconds(timeout, "timeout", positive=True), None)
 
     def _hotload_status(
         self, deployment_id: str, base_model: str, timeout: float, budget_s: float | None
@@ -487,8 +476,8 @@ class DeploymentManager:
         deployment_id = validate_deployment_id(deployment_id)
         base_model = validate_base_model(base_model)
         expected_identity = _check_identity(expected_identity, "expected_identity")
-        timeout_seconds = _check_seconds(timeout_seconds, "timeout_seconds")
-        poll_interval = _check_seconds(poll_interval, "poll_interval", positive=True)
+        timeout_seconds = check_seconds(timeout_seconds, "timeout_seconds")
+        poll_interval = check_seconds(poll_interval, "poll_interval", positive=True)
         deadline = time.monotonic() + timeout_seconds
         last = "no status received"
         while True:

@@ -4,7 +4,6 @@ hotload status, plus the validation helpers operators reuse before anything is s
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from airflow_fireworks.api.errors import FireworksError, FireworksValidationError
+from airflow_fireworks.api.validation import check_bool, check_int, check_seconds, check_str_map
 
 ACCELERATOR_TYPES: frozenset[str] = frozenset({
     "NVIDIA_A100_80GB", "NVIDIA_H100_80GB", "AMD_MI300X_192GB", "NVIDIA_A10G_24GB",
@@ -136,33 +136,6 @@ def _validate_choice(value: Any, field: str, choices: frozenset[str]) -> str:
     return text
 
 
-def _validate_int(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FireworksValidationError(field, f"must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _validate_seconds(value: Any, field: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value < minimum:
-        raise FireworksValidationError(field, f"must be a number of seconds >= {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _validate_bool(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise FireworksValidationError(field, f"must be true or false, got {value!r}")
-    return value
-
-
-def _validate_str_map(value: Any, field: str) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise FireworksValidationError(field, "must be a mapping of strings to strings")
-    return dict(value)
-
-
 def _duration(seconds: float) -> str:
     """Protobuf JSON duration: ``300s`` / ``1.5s``."""
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
@@ -251,8 +224,8 @@ class DeploymentConfig:
             self.deployment_shape = validate_deployment_shape(self.deployment_shape)
         if self.region is not None:
             self.region = _validate_choice(self.region, "region", REGIONS)
-        self.min_replica_count = _validate_int(self.min_replica_count, "min_replica_count", 0)
-        self.max_replica_count = _validate_int(self.max_replica_count, "max_replica_count", 0)
+        self.min_replica_count = check_int(self.min_replica_count, "min_replica_count", 0)
+        self.max_replica_count = check_int(self.max_replica_count, "max_replica_count", 0)
         if self.min_replica_count > self.max_replica_count:
             raise FireworksValidationError(
                 "max_replica_count",
@@ -269,7 +242,7 @@ class DeploymentConfig:
         for name in _BOOL_FIELDS:
             value = getattr(self, name)
             if value is not None or name not in _OPTIONAL_BOOL_FIELDS:
-                _validate_bool(value, name)
+                check_bool(value, name)
         if self.extra_args is not None:
             if isinstance(self.extra_args, str) or not isinstance(self.extra_args, Sequence) or not all(
                 isinstance(a, str) for a in self.extra_args
@@ -278,9 +251,9 @@ class DeploymentConfig:
                     "extra_args", "must be a list of strings, e.g. ['--flag', 'value']")
             self.extra_args = [part for arg in self.extra_args for part in arg.split()]
         if self.extra_values is not None:
-            self.extra_values = _validate_str_map(self.extra_values, "extra_values")
+            self.extra_values = check_str_map(self.extra_values, "extra_values")
         if self.annotations is not None:
-            self.annotations = _validate_str_map(self.annotations, "annotations")
+            self.annotations = check_str_map(self.annotations, "annotations")
         if self.description is not None and not isinstance(self.description, str):
             raise FireworksValidationError("description", f"must be a string, got {self.description!r}")
         self._validate_hardware()
@@ -303,16 +276,16 @@ class DeploymentConfig:
                     "must not be set together with deployment_shape (the shape owns the hardware); "
                     "drop one of them",
                 )
-            self.accelerator_count = _validate_int(self.accelerator_count, "accelerator_count", 1)
+            self.accelerator_count = check_int(self.accelerator_count, "accelerator_count", 1)
 
     def _validate_windows(self) -> None:
         if self.scale_up_window_s is not None:
-            self.scale_up_window_s = _validate_seconds(self.scale_up_window_s, "scale_up_window_s", 0.0)
+            self.scale_up_window_s = check_seconds(self.scale_up_window_s, "scale_up_window_s")
         if self.scale_down_window_s is not None:
-            self.scale_down_window_s = _validate_seconds(self.scale_down_window_s, "scale_down_window_s", 0.0)
+            self.scale_down_window_s = check_seconds(self.scale_down_window_s, "scale_down_window_s")
         if self.scale_to_zero_window_s is not None:
-            self.scale_to_zero_window_s = _validate_seconds(
-                self.scale_to_zero_window_s, "scale_to_zero_window_s", MIN_SCALE_TO_ZERO_WINDOW_S)
+            self.scale_to_zero_window_s = check_seconds(
+                self.scale_to_zero_window_s, "scale_to_zero_window_s", minimum=MIN_SCALE_TO_ZERO_WINDOW_S)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeploymentConfig:

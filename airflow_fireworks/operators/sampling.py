@@ -40,6 +40,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_fireworks.api import FireworksValidationError, validate_deployment_id
+from airflow_fireworks.api.validation import check_bool, check_int, check_number, is_inference_model
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
 from airflow_fireworks.operators._sample_store import ShardStore, Tally
@@ -100,56 +101,9 @@ def _is_static(value: Any) -> bool:
     return False
 
 
-def _int(name: str, value: Any, low: int, high: int | None = None, *, optional: bool = False) -> int | None:
-    """An integer in range; numeric strings (rendered templates) are accepted."""
-    if value is None and optional:
-        return None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bounds = f">= {low}" if high is None else f"between {low} and {high}"
-        raise FireworksValidationError(name, f"must be an integer {bounds}, got {value!r}")
-    return value
-
-
-def _float(
-    name: str, value: Any, low: float, high: float, *, low_open: bool = False, optional: bool = False
-) -> float | None:
-    """A number in range; numeric strings (rendered templates) are accepted."""
-    if value is None and optional:
-        return None
-    if isinstance(value, str):
-        with suppress(ValueError):
-            value = float(value)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or not low <= value <= high
-        or (low_open and value == low)
-    ):
-        bounds = f"{'(' if low_open else '['}{low}, {high}]"
-        raise FireworksValidationError(name, f"must be a number in {bounds}, got {value!r}")
-    return float(value)
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise FireworksValidationError(name, f"must be True or False, got {value!r}")
-    return value
-
-
 def _model(value: Any) -> str:
     text = value.strip() if isinstance(value, str) else ""
-    parts = text.split("/")
-    full_name = len(parts) == 4 and parts[0] == "accounts" and parts[2] == "deployments" and all(parts)
-    base, _, deployment = text.partition("#")
-    if not (full_name or (base.strip() and deployment.strip())):
+    if not is_inference_model(text):
         raise FireworksValidationError(
             "model",
             f"{value!r} is not an inference model name; use 'accounts/<account>/deployments/<deployment>' "
@@ -173,7 +127,7 @@ def _stop(value: Any) -> str | list[str] | list[int] | None:
     )
 
 
-def _storage_path(name: str, value: Any) -> ObjectStoragePath:
+def _storage_path(value: Any, name: str) -> ObjectStoragePath:
     """An ``ObjectStoragePath`` from a URI, an absolute local path, or an ``ObjectStoragePath``."""
     if isinstance(value, ObjectStoragePath):
         path = value
@@ -196,7 +150,7 @@ def _storage_path(name: str, value: Any) -> ObjectStoragePath:
     return path
 
 
-def _tokenizer_name(name: str, value: Any) -> str | None:
+def _tokenizer_name(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
@@ -645,11 +599,13 @@ class FireworksSampleOperator(BaseOperator):
         """Every parameter checked and normalised. At parse time (``strict=False``) values still
         to be rendered are skipped; at run time everything is checked before any request."""
 
-        def get(name: str, check: Callable[[str, Any], Any]) -> Any:
+        def get(name: str, check: Callable[[Any, str], Any], *, optional: bool = False) -> Any:
             value = getattr(self, name)
             if not strict and not _is_static(value):
                 return _PENDING
-            return check(name, value)
+            if optional and value is None:
+                return None
+            return check(value, name)
 
         if not isinstance(self.fireworks_conn_id, str) or not self.fireworks_conn_id:
             raise FireworksValidationError("fireworks_conn_id", "must be a connection id")
@@ -662,35 +618,42 @@ class FireworksSampleOperator(BaseOperator):
                 "prompts",
                 "give exactly one prompt source: prompts (a list or an XCom) or prompts_path (JSONL)",
             )
+        # Numbers may be numeric strings: that is what a rendered template gives.
         s: dict[str, Any] = {
-            "deployment_id": get(
-                "deployment_id", lambda k, v: None if v is None else validate_deployment_id(v)
-            ),
-            "model": get("model", lambda k, v: None if v is None else _model(v)),
+            "deployment_id": get("deployment_id", lambda v, k: validate_deployment_id(v), optional=True),
+            "model": get("model", lambda v, k: _model(v), optional=True),
             "tokenizer": get("tokenizer", _tokenizer_name),
-            "prompts_path": get("prompts_path", lambda k, v: None if v is None else _storage_path(k, v)),
-            "output_path": get("output_path", lambda k, v: None if v is None else _storage_path(k, v)),
-            "shard_index": get("shard_index", lambda k, v: _int(k, v, 0)),
-            "num_shards": get("num_shards", lambda k, v: _int(k, v, 1)),
-            "n": get("n", lambda k, v: _int(k, v, 1, _MAX_N)),
-            "max_tokens": get("max_tokens", lambda k, v: _int(k, v, 0)),
-            "temperature": get("temperature", lambda k, v: _float(k, v, 0.0, 2.0)),
-            "top_p": get("top_p", lambda k, v: _float(k, v, 0.0, 1.0, low_open=True, optional=True)),
-            "top_k": get("top_k", lambda k, v: _int(k, v, 0, 100, optional=True)),
-            "stop": get("stop", lambda k, v: _stop(v)),
-            "seed": get("seed", lambda k, v: _int(k, v, 0, optional=True)),
-            "logprobs": _bool("logprobs", self.logprobs),
-            "top_logprobs": _int("top_logprobs", self.top_logprobs, 0, 5, optional=True),
-            "echo": _bool("echo", self.echo),
-            "max_seq_len": get("max_seq_len", lambda k, v: _int(k, v, 1, optional=True)),
-            "concurrency": get("concurrency", lambda k, v: _concurrency(v)),
-            "overwrite": _bool("overwrite", self.overwrite),
-            "max_xcom_completions": _int("max_xcom_completions", self.max_xcom_completions, 0),
-            "max_failed_prompt_fraction": _float(
-                "max_failed_prompt_fraction", self.max_failed_prompt_fraction, 0, 1
+            "prompts_path": get("prompts_path", _storage_path, optional=True),
+            "output_path": get("output_path", _storage_path, optional=True),
+            "shard_index": get("shard_index", lambda v, k: check_int(v, k, 0, parse_str=True)),
+            "num_shards": get("num_shards", lambda v, k: check_int(v, k, 1, parse_str=True)),
+            "n": get("n", lambda v, k: check_int(v, k, 1, _MAX_N, parse_str=True)),
+            "max_tokens": get("max_tokens", lambda v, k: check_int(v, k, 0, parse_str=True)),
+            "temperature": get("temperature", lambda v, k: check_number(v, k, 0.0, 2.0, parse_str=True)),
+            "top_p": get(
+                "top_p",
+                lambda v, k: check_number(v, k, 0.0, 1.0, low_open=True, parse_str=True),
+                optional=True,
             ),
-            "progress_interval_s": _float(
-                "progress_interval_s", self.progress_interval_s, 0, math.inf, low_open=True
+            "top_k": get("top_k", lambda v, k: check_int(v, k, 0, 100, parse_str=True), optional=True),
+            "stop": get("stop", lambda v, k: _stop(v)),
+            "seed": get("seed", lambda v, k: check_int(v, k, 0, parse_str=True), optional=True),
+            "logprobs": check_bool(self.logprobs, "logprobs"),
+            "top_logprobs": None
+            if self.top_logprobs is None
+            else check_int(self.top_logprobs, "top_logprobs", 0, 5, parse_str=True),
+            "echo": check_bool(self.echo, "echo"),
+            "max_seq_len": get("max_seq_len", lambda v, k: check_int(v, k, 1, parse_str=True), optional=True),
+            "concurrency": get("concurrency", lambda v, k: _concurrency(v)),
+            "overwrite": check_bool(self.overwrite, "overwrite"),
+            "max_xcom_completions": check_int(
+                self.max_xcom_completions, "max_xcom_completions", 0, parse_str=True
+            ),
+            "max_failed_prompt_fraction": check_number(
+                self.max_failed_prompt_fraction, "max_failed_prompt_fraction", 0, 1, parse_str=True
+            ),
+            "progress_interval_s": check_number(
+                self.progress_interval_s, "progress_interval_s", 0, math.inf, low_open=True, parse_str=True
             ),
         }
         if s["top_logprobs"] and not s["logprobs"]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from airflow_fireworks.api.errors import FireworksValidationError
+from airflow_fireworks.api.validation import check_int
 from airflow_fireworks.sampling.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,7 @@ class FixedConcurrencyController:
     it is first contended on)."""
 
     def __init__(self, max_concurrency: int) -> None:
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise FireworksValidationError("max_concurrency", "must be an integer >= 1")
+        check_int(max_concurrency, "max_concurrency", 1)
         self._max_concurrency = max_concurrency
         self._semaphore = asyncio.Semaphore(max_concurrency)
 
@@ -119,10 +119,10 @@ class AdaptiveConcurrencyController:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _check_int("min_window", min_window, 1)
-        _check_int("max_window", max_window, min_window)
-        _check_int("initial_window", initial_window, 1)
-        _check_int("adjustment_interval", adjustment_interval, 0)
+        check_int(min_window, "min_window", 1)
+        check_int(max_window, "max_window", min_window)
+        check_int(initial_window, "initial_window", 1)
+        check_int(adjustment_interval, "adjustment_interval", 0)
         if not prefill_queue_target > 0:
             raise FireworksValidationError("prefill_queue_target", "must be > 0 seconds")
         if not additive_increase > 0:
@@ -367,7 +367,3 @@ class AdaptiveConcurrencyController:
 def _is_congestion(metrics: ServerMetrics) -> bool:
     return metrics.transport_error or metrics.http_status_code in _CONGESTION_STATUS
 
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FireworksValidationError(name, f"must be an integer >= {minimum}")

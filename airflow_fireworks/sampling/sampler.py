@@ -23,6 +23,7 @@ import aiohttp
 
 from airflow_fireworks.api.errors import FireworksValidationError
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryPolicy
+from airflow_fireworks.api.validation import check_int, check_number, is_inference_model
 from airflow_fireworks.sampling.completion import CompletionOptions, SampledCompletion, build_completion
 from airflow_fireworks.sampling.concurrency import AdaptiveConcurrencyController, ConcurrencyController
 from airflow_fireworks.sampling.errors import (
@@ -115,30 +116,6 @@ class _RetryableFailure(Exception):
         return self.kind == "timeout" or self.status in _TIMEOUT_STATUS
 
 
-def _check_number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not low <= value <= high
-        or (low_open and value == low)
-    ):
-        bound = "(" if low_open else "["
-        raise FireworksValidationError(name, f"must be a number in {bound}{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bounds = f">= {low}" if high is None else f"between {low} and {high}"
-        raise FireworksValidationError(name, f"must be an integer {bounds}, got {value!r}")
-    return value
-
-
 def check_prompt_ids(ids: Any, field_name: str = "prompt_token_ids") -> list[int]:
     """``ids`` if it is a non-empty list of non-negative ints, else ``FireworksValidationError``."""
     if not isinstance(ids, list) or not ids:
@@ -210,15 +187,15 @@ class DeploymentSampler:
             raise FireworksValidationError(
                 "inference_url", "must be an http(s) URL such as https://api.fireworks.ai"
             )
-        if not isinstance(model, str) or not _valid_model(model):
+        if not isinstance(model, str) or not is_inference_model(model):
             raise FireworksValidationError(
                 "model", "must be 'accounts/<account>/deployments/<deployment>' or '<model>#<deployment>'"
             )
         if not isinstance(api_key, str) or not api_key.strip():
             raise FireworksValidationError("api_key", "must be a non-empty string")
-        _check_number("http_timeout_s", http_timeout_s, 0.0, float("inf"), low_open=True)
-        _check_int("not_ready_retries", not_ready_retries, 0)
-        _check_number("not_ready_interval_s", not_ready_interval_s, 0.0, float("inf"))
+        check_number(http_timeout_s, "http_timeout_s", 0.0, float("inf"), low_open=True)
+        check_int(not_ready_retries, "not_ready_retries", 0)
+        check_number(not_ready_interval_s, "not_ready_interval_s", 0.0, float("inf"))
         self.inference_url = inference_url.rstrip("/")
         self.model = model
         self.tokenizer = tokenizer
@@ -303,25 +280,25 @@ class DeploymentSampler:
         Integer ``stop`` ids are decoded to strings with the tokenizer (the API takes strings).
         Other keyword arguments (``echo_last``, ``prompt_cache_key``, ...) go into the body as is.
         """
-        _check_int("n", n, 1, 128)
-        _check_int("max_tokens", max_tokens, 0)
+        check_int(n, "n", 1, 128)
+        check_int(max_tokens, "max_tokens", 0)
         body: dict[str, Any] = {
             "model": self.model,
             "n": 1,
             "max_tokens": max_tokens,
-            "temperature": _check_number("temperature", temperature, 0.0, 2.0),
+            "temperature": check_number(temperature, "temperature", 0.0, 2.0),
             "stream": True,
             "perf_metrics_in_response": True,
             "raw_output": True,
-            "top_p": 1.0 if top_p is None else _check_number("top_p", top_p, 0.0, 1.0, low_open=True),
-            "top_k": 0 if top_k is None else _check_int("top_k", top_k, 0, 100),
+            "top_p": 1.0 if top_p is None else check_number(top_p, "top_p", 0.0, 1.0, low_open=True),
+            "top_k": 0 if top_k is None else check_int(top_k, "top_k", 0, 100),
         }
         if not isinstance(logprobs, bool) and not (isinstance(logprobs, int) and 0 <= logprobs <= 5):
             raise FireworksValidationError("logprobs", "must be a bool (or a legacy int 0-5)")
         if logprobs:
             body["logprobs"] = logprobs
         if top_logprobs is not None:
-            body["top_logprobs"] = _check_int("top_logprobs", top_logprobs, 0, 5)
+            body["top_logprobs"] = check_int(top_logprobs, "top_logprobs", 0, 5)
         if not isinstance(echo, bool):
             raise FireworksValidationError("echo", "must be a bool")
         if echo:
@@ -329,16 +306,16 @@ class DeploymentSampler:
         if stop is not None:
             body["stop"] = self._stop_strings(stop)
         if seed is not None:
-            _check_int("seed", seed, 0)
+            check_int(seed, "seed", 0)
         if max_seq_len is not None:
-            _check_int("max_seq_len", max_seq_len, 1)
+            check_int(max_seq_len, "max_seq_len", 1)
         if not isinstance(include_routing_matrix, bool):
             raise FireworksValidationError("include_routing_matrix", "must be a bool")
         if include_routing_matrix:
             body["include_routing_matrix"] = True
         echo_last = extra.get("echo_last")
         if echo_last is not None:
-            _check_int("echo_last", echo_last, 0)
+            check_int(echo_last, "echo_last", 0)
         for name, value in extra.items():
             if name in _RESERVED_FIELDS:
                 raise FireworksValidationError(name, "is set by the sampler; remove it")
@@ -672,10 +649,3 @@ def _attempt_record(attempt: int, failure: _RetryableFailure) -> dict[str, Any]:
         "upstream_response_id": failure.upstream.upstream_response_id if failure.upstream else None,
     }
 
-
-def _valid_model(model: str) -> bool:
-    if "#" in model:
-        base, _, deployment = model.partition("#")
-        return bool(base.strip()) and bool(deployment.strip())
-    parts = model.split("/")
-    return len(parts) == 4 and parts[0] == "accounts" and parts[2] == "deployments" and all(parts)
