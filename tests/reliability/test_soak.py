@@ -104,12 +104,13 @@ def test_soak_exact_completions_under_injected_faults(
     prompts = write_prompts(tmp_path / "prompts.jsonl")
 
     clean = soak_operator(prompts, tmp_path / "clean", tokenizer_dir).execute(task_context())
-    clean_requests = emulator.stats()["requests"]["completions"]["200"]
+    clean_requests = sum(emulator.stats()["requests"]["completions"].values())
     for rule in SOAK_FAULTS:
         emulator.add_fault(route="completions", times=None, **rule)
     summary, failed_tries = run_with_retries(prompts, tmp_path / "faulty", tokenizer_dir)
     rules = emulator.admin("GET", "faults")
     emulator.clear_faults()
+    faulty_requests = sum(emulator.stats()["requests"]["completions"].values()) - clean_requests
 
     expected = {(p, s) for p in range(PROMPTS) for s in range(N)}
     faulty_bytes = Path(summary["completions_uri"].removeprefix("file://")).read_bytes()
@@ -138,6 +139,7 @@ def test_soak_exact_completions_under_injected_faults(
     assert len(manifest["attempts"]) == len(failed_tries) + 1
     print(
         f"\nsoak: {len(records)} completions checked ({PROMPTS} prompts x n={N}), "
-        f"{total_hits} faults injected ({terminal} not retryable in-request, survived by "
+        f"{total_hits} faults injected in {faulty_requests} requests ({total_hits / faulty_requests:.1%}; "
+        f"{terminal} not retryable in-request, survived by "
         f"{len(failed_tries)} task retries), 0 lost, 0 duplicated, 0 truncated; faults by kind: {hits}"
     )
