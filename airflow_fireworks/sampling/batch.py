@@ -155,48 +155,23 @@ async def sample_prompts(
     sampler: DeploymentSampler,
     prompts: Iterable[PromptSpec],
     *,
-    n: int = 1,
-    max_tokens: int = 1024,
-    temperature: float = 1.0,
-    top_p: float | None = None,
-    top_k: int | None = None,
-    stop: str | list[str] | list[int] | None = None,
-    seed: int | None = None,
-    logprobs: bool | int = False,
-    top_logprobs: int | None = None,
-    echo: bool = False,
-    max_seq_len: int | None = None,
-    include_routing_matrix: bool = False,
     skip_prompt_indices: Collection[int] = (),
     max_prompts_in_flight: int | None = None,
     progress_interval_s: float = 10.0,
     on_progress: Callable[[SamplingProgress], None] | None = None,
-    **extra: Any,
+    **sampling: Any,
 ) -> AsyncGenerator[PromptResult, None]:
     """Sample ``n`` completions for every prompt; yield one ``PromptResult`` per prompt as it
     finishes (not in input order).
 
-    Prompts whose index is in ``skip_prompt_indices`` (e.g. already written by an interrupted
-    run) are skipped. At most ``max_prompts_in_flight`` prompts are sampled at once (default:
-    enough to keep twice the concurrency window busy, at most 1024). Progress is logged every
-    ``progress_interval_s`` seconds and passed to ``on_progress``. Sampling parameters are
-    validated before the first request (``FireworksValidationError``).
+    ``sampling`` takes the keyword arguments of ``DeploymentSampler.sampling_params`` (``n``,
+    ``max_tokens``, ``temperature``, ...); they are validated before the first request
+    (``FireworksValidationError``). Prompts whose index is in ``skip_prompt_indices`` (e.g. already
+    written by an interrupted run) are skipped. At most ``max_prompts_in_flight`` prompts are
+    sampled at once (default: enough to keep twice the concurrency window busy, at most 1024).
+    Progress is logged every ``progress_interval_s`` seconds and passed to ``on_progress``.
     """
-    params = sampler.sampling_params(
-        n=n,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        stop=stop,
-        seed=seed,
-        logprobs=logprobs,
-        top_logprobs=top_logprobs,
-        echo=echo,
-        max_seq_len=max_seq_len,
-        include_routing_matrix=include_routing_matrix,
-        **extra,
-    )
+    params = sampler.sampling_params(**sampling)
     if max_prompts_in_flight is not None and (
         isinstance(max_prompts_in_flight, bool)
         or not isinstance(max_prompts_in_flight, int)
