@@ -1,4 +1,5 @@
-"""Pieces shared by the sync and async clients: URLs, headers, TLS choice, error parsing."""
+"""Pieces shared by the sync and async clients: their configuration (``BaseClient``: URLs, headers,
+TLS choice, retry policy, timeout), hotload headers, error parsing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from airflow_fireworks.api.errors import (
 )
 from airflow_fireworks.api.models import deployment_name
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryPolicy
-from airflow_fireworks.api.validation import check_str_map
+from airflow_fireworks.api.validation import check_seconds, check_str_map
 
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 ACCOUNTS_PATH = "/v1/accounts"
@@ -100,6 +101,40 @@ def _is_canonical_uuid(value: str) -> bool:
 def gateway_headers(base: Mapping[str, str], api_key: str) -> dict[str, str]:
     """Inference and hotload traffic also carries ``Authorization: Bearer``."""
     return merge_headers(base, {"Authorization": f"Bearer {api_key}"})
+
+
+class BaseClient:
+    """The configuration ``DeploymentManager`` and ``AsyncFireworksClient`` share, validated before
+    any request: the API key, the control-plane, inference and hotload URLs, the control-plane and
+    gateway headers, TLS verification, the retry policy and the per-request timeout."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        inference_url: str | None,
+        hotload_api_url: str | None,
+        additional_headers: Mapping[str, str] | None,
+        verify_ssl: bool | None,
+        *,
+        retry_policy: RetryPolicy | None,
+        timeout_s: float,
+    ) -> None:
+        self._api_key = validate_api_key(api_key)
+        self.base_url = normalise_url(base_url, "base_url")
+        self.inference_url = normalise_url(inference_url or self.base_url, "inference_url")
+        self.hotload_api_url = normalise_url(hotload_api_url or self.base_url, "hotload_api_url")
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise FireworksValidationError("retry_policy", "must be a RetryPolicy or None")
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.timeout_s = check_seconds(timeout_s, "timeout_s", positive=True)
+        self._control_headers = base_headers(self._api_key, additional_headers)
+        self._gateway_headers = gateway_headers(self._control_headers, self._api_key)
+        self._verify_ssl = resolve_verify(verify_ssl, logging.getLogger(type(self).__module__))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(base_url={self.base_url!r}, inference_url={self.inference_url!r}, "
+                f"hotload_api_url={self.hotload_api_url!r})")
 
 
 def hotload_headers(

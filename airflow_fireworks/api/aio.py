@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
 
 
-class AsyncFireworksClient:
+class AsyncFireworksClient(_http.BaseClient):
     """Read-side calls the triggers poll with: deployment state, readiness probe, hotload status.
 
     One ``aiohttp.ClientSession`` is created lazily inside the running loop (and rebuilt if the
@@ -48,26 +48,13 @@ class AsyncFireworksClient:
         retry_policy: RetryPolicy | None = None,
         timeout_s: float = 30.0,
     ) -> None:
-        self._api_key = _http.validate_api_key(api_key)
-        self.base_url = _http.normalise_url(base_url, "base_url")
-        self.inference_url = _http.normalise_url(inference_url or self.base_url, "inference_url")
-        self.hotload_api_url = _http.normalise_url(hotload_api_url or self.base_url, "hotload_api_url")
-        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-            raise FireworksValidationError("retry_policy", "must be a RetryPolicy or None")
-        self.retry_policy = retry_policy or RetryPolicy()
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
-            raise FireworksValidationError("timeout_s", f"must be a number of seconds > 0, got {timeout_s!r}")
-        self.timeout_s = float(timeout_s)
-        self._control_headers = _http.base_headers(self._api_key, additional_headers)
-        self._gateway_headers = _http.gateway_headers(self._control_headers, self._api_key)
-        self._verify = _http.resolve_verify(verify_ssl, log)
+        super().__init__(
+            api_key, base_url, inference_url, hotload_api_url, additional_headers, verify_ssl,
+            retry_policy=retry_policy, timeout_s=timeout_s,
+        )
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._account_id: str | None = None
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(base_url={self.base_url!r}, inference_url={self.inference_url!r}, "
-                f"hotload_api_url={self.hotload_api_url!r})")
 
     async def __aenter__(self) -> AsyncFireworksClient:
         return self
@@ -87,7 +74,7 @@ class AsyncFireworksClient:
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(ssl=self._verify)
+            connector = aiohttp.TCPConnector(ssl=self._verify_ssl)
             self._session = aiohttp.ClientSession(connector=connector)
             self._loop = loop
         return self._session

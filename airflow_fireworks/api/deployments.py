@@ -58,7 +58,7 @@ def _check_identity(value: Any, field: str) -> str:
     return value
 
 
-class DeploymentManager:
+class DeploymentManager(_http.BaseClient):
     """Create, wait for, update, scale, delete and hotload Fireworks deployments.
 
     Every call goes through the shared ``RetryPolicy`` (connection errors, 408/425/429/5xx) and
@@ -77,24 +77,14 @@ class DeploymentManager:
         retry_policy: RetryPolicy | None = None,
         timeout_s: float = 60.0,
     ) -> None:
-        self._api_key = _http.validate_api_key(api_key)
-        self.base_url = _http.normalise_url(base_url, "base_url")
-        self.inference_url = _http.normalise_url(inference_url or self.base_url, "inference_url")
-        self.hotload_api_url = _http.normalise_url(hotload_api_url or self.base_url, "hotload_api_url")
-        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-            raise FireworksValidationError("retry_policy", "must be a RetryPolicy or None")
-        self.retry_policy = retry_policy or RetryPolicy()
-        self.timeout_s = check_seconds(timeout_s, "timeout_s", positive=True)
-        self._control_headers = _http.base_headers(self._api_key, additional_headers)
-        self._gateway_headers = _http.gateway_headers(self._control_headers, self._api_key)
+        super().__init__(
+            api_key, base_url, inference_url, hotload_api_url, additional_headers, verify_ssl,
+            retry_policy=retry_policy, timeout_s=timeout_s,
+        )
         self._session = requests.Session()
-        self._session.verify = _http.resolve_verify(verify_ssl, log)
+        self._session.verify = self._verify_ssl
         self._account_id: str | None = None
         self._send_reset_prompt_cache = True
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(base_url={self.base_url!r}, inference_url={self.inference_url!r}, "
-                f"hotload_api_url={self.hotload_api_url!r})")
 
     def __enter__(self) -> DeploymentManager:
         return self
