@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _emulator import Emulator, running_emulator
+from _emulator import ready_deployment, running_emulator
 
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
@@ -31,6 +31,7 @@ from airflow_fireworks.sampling import (
     PromptSpec,
     sample_prompts,
 )
+from airflow_fireworks.testing import EmulatorProcess
 
 FIXED_WINDOWS = (4, 16, 64, 256)
 UNLIMITED = 1_000_000
@@ -60,7 +61,7 @@ class Result:
 async def run_controller(
     name: str,
     controller: ConcurrencyController,
-    emulator: Emulator,
+    emulator: EmulatorProcess,
     model: str,
     args: argparse.Namespace,
     offset: int,
@@ -98,8 +99,8 @@ async def run_controller(
     return Result(name, tokens, wall, queue, controller.window_size)
 
 
-async def run(args: argparse.Namespace, emulator: Emulator) -> list[Result]:
-    model = emulator.ready_deployment("bench-concurrency")
+async def run(args: argparse.Namespace, emulator: EmulatorProcess) -> list[Result]:
+    model = ready_deployment(emulator, "bench-concurrency")
     controllers: list[tuple[str, ConcurrencyController]] = [
         ("adaptive (AIMD, defaults)", AdaptiveConcurrencyController())
     ]

@@ -37,7 +37,9 @@ import aiohttp
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _emulator import BASE_MODEL, Emulator, running_emulator
+from _emulator import BASE_MODEL, ready_deployment, running_emulator
+
+from airflow_fireworks.testing import EmulatorProcess
 
 EMULATOR_SETTINGS: dict[str, Any] = {
     "create_delay_s": 0.05,
@@ -85,7 +87,7 @@ class RssMonitor:
 # --- child: triggers ----------------------------------------------------------------------------
 
 
-async def create_deployments(emulator: Emulator, ids: list[str]) -> None:
+async def create_deployments(emulator: EmulatorProcess, ids: list[str]) -> None:
     url = f"{emulator.url}/v1/accounts/{emulator.account_id}/deployments"
     headers = {"X-Api-Key": emulator.api_key}
     limit = asyncio.Semaphore(64)
@@ -106,7 +108,7 @@ async def create_deployments(emulator: Emulator, ids: list[str]) -> None:
         await asyncio.gather(*(create(deployment_id) for deployment_id in ids))
 
 
-async def triggers_phase(emulator: Emulator, args: argparse.Namespace) -> dict[str, Any]:
+async def triggers_phase(emulator: EmulatorProcess, args: argparse.Namespace) -> dict[str, Any]:
     from airflow_fireworks.triggers.deployment import FireworksDeploymentTrigger
 
     monitor = RssMonitor()
@@ -154,12 +156,12 @@ def prompt_stream(count: int) -> Iterator[Any]:
         yield PromptSpec(i, prompt_token_ids=ids, metadata={"id": f"p{i:07d}"})
 
 
-async def sampling_phase(emulator: Emulator, args: argparse.Namespace, out: IO[str]) -> dict[str, Any]:
+async def sampling_phase(emulator: EmulatorProcess, args: argparse.Namespace, out: IO[str]) -> dict[str, Any]:
     from airflow_fireworks.sampling import AdaptiveConcurrencyController, DeploymentSampler, sample_prompts
     from airflow_fireworks.sampling.output import write_result
 
     emulator.configure(**EMULATOR_SETTINGS)
-    model = emulator.ready_deployment("mem-sampling")
+    model = ready_deployment(emulator, "mem-sampling")
     total = args.prompts * args.n
     warmup_at = total // 10
     done = 0
@@ -200,7 +202,7 @@ async def sampling_phase(emulator: Emulator, args: argparse.Namespace, out: IO[s
 
 
 def child(args: argparse.Namespace) -> None:
-    emulator = Emulator(args.url, args.api_key, args.account)
+    emulator = EmulatorProcess(args.url, args.api_key, args.account)
     if args.phase == "triggers":
         result = asyncio.run(triggers_phase(emulator, args))
     else:
@@ -214,7 +216,7 @@ def child(args: argparse.Namespace) -> None:
 # --- parent -------------------------------------------------------------------------------------
 
 
-def run_phase(phase: str, emulator: Emulator, args: argparse.Namespace, home: str) -> dict[str, Any]:
+def run_phase(phase: str, emulator: EmulatorProcess, args: argparse.Namespace, home: str) -> dict[str, Any]:
     connection = {"conn_type": "fireworks", "host": emulator.url, "password": emulator.api_key}
     env = {
         **os.environ,

@@ -25,7 +25,7 @@ import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _emulator import Emulator, running_emulator
+from _emulator import ready_deployment, running_emulator
 
 from airflow_fireworks.sampling import (
     DeploymentSampler,
@@ -33,6 +33,7 @@ from airflow_fireworks.sampling import (
     PromptSpec,
     sample_prompts,
 )
+from airflow_fireworks.testing import EmulatorProcess
 
 N_PER_PROMPT = 4
 PROMPT_TOKENS = 40
@@ -42,7 +43,7 @@ class Workload:
     """The requests every variant sends: ``prompts`` x ``n`` completions of ``max_tokens`` tokens."""
 
     def __init__(
-        self, emulator: Emulator, model: str, completions: int, max_tokens: int, concurrency: int
+        self, emulator: EmulatorProcess, model: str, completions: int, max_tokens: int, concurrency: int
     ) -> None:
         self.emulator = emulator
         self.model = model
@@ -196,8 +197,8 @@ async def measure(variant: Callable[[Workload], Awaitable[None]], workload: Work
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-async def run(args: argparse.Namespace, emulator: Emulator) -> dict[str, list[tuple[float, float]]]:
-    model = emulator.ready_deployment("bench-client")
+async def run(args: argparse.Namespace, emulator: EmulatorProcess) -> dict[str, list[tuple[float, float]]]:
+    model = ready_deployment(emulator, "bench-client")
     workload = Workload(emulator, model, args.completions, args.max_tokens, args.concurrency)
     warmup = Workload(emulator, model, 4 * N_PER_PROMPT, args.max_tokens, args.concurrency)
     for variant in VARIANTS.values():
