@@ -22,14 +22,12 @@ sampled again, and nothing is duplicated.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
-import json
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +41,7 @@ from airflow_fireworks.api import FireworksValidationError, validate_deployment_
 from airflow_fireworks.api.validation import check_bool, check_int, check_number, is_inference_model
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
+from airflow_fireworks.operators._prompts import PromptSet, ShardPrompts, check_prompt_list
 from airflow_fireworks.operators._sample_store import ShardStore, Tally
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
@@ -50,13 +49,10 @@ from airflow_fireworks.sampling import (
     DeploymentSampler,
     FixedConcurrencyController,
     PromptResult,
-    PromptSpec,
     load_tokenizer,
     sample_prompts,
 )
 from airflow_fireworks.sampling.output import result_records
-from airflow_fireworks.sampling.sampler import check_prompt_ids
-from airflow_fireworks.sampling.tokenization import validate_messages
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -80,7 +76,6 @@ TIMELINE_MAX_POINTS = 600
 TIMELINE_FIRST_INTERVAL_S = 0.5
 _MAX_STOP = 4
 _MAX_N = 128
-_PROMPT_KEYS = frozenset({"messages", "prompt_token_ids", "metadata"})
 _PENDING: Any = object()
 
 
@@ -208,151 +203,6 @@ def _make_controller(spec: Mapping[str, Any]) -> ConcurrencyController:
     if spec["mode"] == "fixed":
         return FixedConcurrencyController(params["max_concurrency"])
     return AdaptiveConcurrencyController(**params)
-
-
-# -- prompts ------------------------------------------------------------------------------------
-
-
-def _prompt_spec(record: Any, index: int) -> PromptSpec:
-    """A ``PromptSpec`` from one prompt record; ``ValueError`` says what is wrong with it."""
-    try:
-        if isinstance(record, str):
-            if not record.strip():
-                raise ValueError("is an empty string")
-            return PromptSpec(index, messages=[{"role": "user", "content": record}])
-        if isinstance(record, list | tuple):
-            validate_messages(record)
-            return PromptSpec(index, messages=list(record))
-        if isinstance(record, Mapping):
-            unknown = sorted(str(k) for k in set(record) - _PROMPT_KEYS)
-            if unknown:
-                hint = (
-                    "a single chat message must be inside a list: [{'role': ..., 'content': ...}]"
-                    if "role" in record
-                    else "put other fields under 'metadata'"
-                )
-                raise ValueError(
-                    f"has unknown key(s) {unknown}; a prompt object has 'messages' or 'prompt_token_ids' "
-                    f"and an optional 'metadata' object ({hint})"
-                )
-            if ("messages" in record) == ("prompt_token_ids" in record):
-                raise ValueError("needs exactly one of 'messages' or 'prompt_token_ids'")
-            metadata = record.get("metadata")
-            if metadata is not None and not isinstance(metadata, Mapping):
-                raise ValueError(f"'metadata' must be an object, got {type(metadata).__name__}")
-            meta = dict(metadata) if metadata else None
-            if "messages" in record:
-                validate_messages(record["messages"])
-                return PromptSpec(index, messages=list(record["messages"]), metadata=meta)
-            ids = check_prompt_ids(record["prompt_token_ids"])
-            return PromptSpec(index, prompt_token_ids=ids, metadata=meta)
-    except FireworksValidationError as err:
-        raise ValueError(str(err)) from None
-    raise ValueError(
-        f"is a {type(record).__name__}; a prompt is a string, a list of chat messages, or an object "
-        "with 'messages' or 'prompt_token_ids'"
-    )
-
-
-class _PromptSet:
-    """A prompt source read record by record: an in-memory list or a JSON Lines file."""
-
-    def __init__(
-        self,
-        field_name: str,
-        source: str,
-        records: Callable[[], Iterator[tuple[int, str, Any]]],
-        decode: Callable[[Any], Any],
-    ) -> None:
-        self.field = field_name
-        self.source = source
-        self.records = records
-        self._decode = decode
-        self.total = 0
-        self.digest = ""
-        self.needs_tokenizer = False
-
-    @classmethod
-    def from_list(cls, prompts: Sequence[Any]) -> _PromptSet:
-        def records() -> Iterator[tuple[int, str, Any]]:
-            for index, record in enumerate(prompts):
-                yield index, f"item {index}", record
-
-        return cls("prompts", "prompts", records, lambda record: record)
-
-    @classmethod
-    def from_jsonl(cls, path: ObjectStoragePath) -> _PromptSet:
-        def records() -> Iterator[tuple[int, str, Any]]:
-            index = 0
-            with path.open("rb") as fp:
-                for number, line in enumerate(fp, start=1):
-                    if line.strip():
-                        yield index, f"line {number} of {path}", line
-                        index += 1
-
-        def decode(line: bytes) -> Any:
-            try:
-                return json.loads(line)
-            except ValueError as err:
-                raise ValueError(f"is not valid JSON ({err}); each line must be one JSON record") from None
-
-        return cls("prompts_path", str(path), records, decode)
-
-    def spec(self, index: int, where: str, raw: Any) -> PromptSpec:
-        try:
-            return _prompt_spec(self._decode(raw), index)
-        except ValueError as err:
-            raise FireworksValidationError(self.field, f"{where} {err}") from None
-
-    def validate(self) -> None:
-        """Read every record (every shard sees the same errors); count, digest, tokenizer need."""
-        digest = hashlib.sha256()
-        total = 0
-        for index, where, raw in self.records():
-            spec = self.spec(index, where, raw)
-            try:
-                canonical = json.dumps(
-                    [spec.messages, spec.prompt_token_ids, spec.metadata],
-                    sort_keys=True,
-                    separators=(",", ":"),
-                    ensure_ascii=False,
-                )
-            except (TypeError, ValueError) as err:
-                raise FireworksValidationError(
-                    self.field, f"{where} is not JSON-serialisable ({err})"
-                ) from None
-            digest.update(canonical.encode())
-            digest.update(b"\n")
-            self.needs_tokenizer |= spec.messages is not None
-            total += 1
-        if total == 0:
-            raise FireworksValidationError(self.field, f"{self.source} holds no prompt; give at least one")
-        self.total = total
-        self.digest = digest.hexdigest()
-
-    def shard(self, shard_index: int, num_shards: int) -> _ShardPrompts:
-        return _ShardPrompts(self, shard_index, num_shards)
-
-
-class _ShardPrompts:
-    """The prompts of one shard (``index % num_shards == shard_index``), produced lazily."""
-
-    def __init__(self, prompt_set: _PromptSet, shard_index: int, num_shards: int) -> None:
-        self._set = prompt_set
-        self.indices = range(shard_index, prompt_set.total, num_shards)
-        self._shard_index = shard_index
-        self._num_shards = num_shards
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __contains__(self, index: object) -> bool:
-        return index in self.indices
-
-    def __iter__(self) -> Iterator[PromptSpec]:
-        for index, where, raw in self._set.records():
-            if index % self._num_shards == self._shard_index:
-                yield self._set.spec(index, where, raw)
 
 
 # -- one attempt's sampling ---------------------------------------------------------------------
@@ -586,7 +436,7 @@ class FireworksSampleOperator(BaseOperator):
         self._killed = False
         self._settings(strict=False)
         if self.prompts is not None and _is_static(self.prompts):
-            self._prompt_set(self.prompts, None).validate()
+            PromptSet.from_source(self.prompts, None).validate()
 
     @cached_property
     def hook(self) -> FireworksHook:
@@ -667,30 +517,8 @@ class FireworksSampleOperator(BaseOperator):
                 "shard_index", f"must be in [0, num_shards={s['num_shards']}), got {s['shard_index']}"
             )
         if self.prompts is not None and (strict or _is_static(self.prompts)):
-            self._check_prompt_list(self.prompts)
+            check_prompt_list(self.prompts)
         return s
-
-    @staticmethod
-    def _check_prompt_list(prompts: Any) -> None:
-        if isinstance(prompts, str):
-            raise FireworksValidationError(
-                "prompts",
-                "is a string, not a list: wrap a single prompt in a list, pass the upstream task's output "
-                "(prompts=make_prompts()) rather than a Jinja string, or set "
-                "render_template_as_native_obj=True",
-            )
-        if not isinstance(prompts, list | tuple):
-            raise FireworksValidationError(
-                "prompts", f"must be a list of prompts, got {type(prompts).__name__}"
-            )
-
-    @staticmethod
-    def _prompt_set(prompts: Any, prompts_path: ObjectStoragePath | None) -> _PromptSet:
-        if prompts_path is None:
-            return _PromptSet.from_list(prompts)
-        if not prompts_path.exists():
-            raise FireworksValidationError("prompts_path", f"{prompts_path} does not exist")
-        return _PromptSet.from_jsonl(prompts_path)
 
     # -- execution -----------------------------------------------------------------------------
 
@@ -698,7 +526,7 @@ class FireworksSampleOperator(BaseOperator):
         """Sample the shard; return its summary (counts, tokens, finish reasons, throughput,
         controller summary, URIs), plus the records themselves when there is no ``output_path``."""
         settings = self._settings(strict=True)
-        prompt_set = self._prompt_set(self.prompts, settings["prompts_path"])
+        prompt_set = PromptSet.from_source(self.prompts, settings["prompts_path"])
         prompt_set.validate()
         if (
             prompt_set.needs_tokenizer or (settings["stop"] and not isinstance(settings["stop"][0], str))
@@ -802,7 +630,7 @@ class FireworksSampleOperator(BaseOperator):
         self,
         settings: dict[str, Any],
         inputs: dict[str, Any],
-        shard: _ShardPrompts,
+        shard: ShardPrompts,
         sampler: DeploymentSampler,
         run: _Attempt,
     ) -> dict[str, Any]:
@@ -837,10 +665,10 @@ class FireworksSampleOperator(BaseOperator):
         self,
         settings: dict[str, Any],
         inputs: dict[str, Any],
-        shard: _ShardPrompts,
+        shard: ShardPrompts,
         sampler: DeploymentSampler,
         run: _Attempt,
-        prompt_set: _PromptSet,
+        prompt_set: PromptSet,
         attempt: int,
     ) -> dict[str, Any]:
         store = ShardStore(settings["output_path"], settings["shard_index"])
@@ -954,7 +782,7 @@ class FireworksSampleOperator(BaseOperator):
         sampler: DeploymentSampler,
         run: _Attempt,
         settings: dict[str, Any],
-        shard: _ShardPrompts,
+        shard: ShardPrompts,
         done: frozenset[int],
         sink: Callable[[PromptResult], Awaitable[None]],
         on_cancel: str,
@@ -976,7 +804,7 @@ class FireworksSampleOperator(BaseOperator):
     async def _sample_async(
         self,
         sampler: DeploymentSampler,
-        shard: _ShardPrompts,
+        shard: ShardPrompts,
         done: frozenset[int],
         sink: Callable[[PromptResult], Awaitable[None]],
         run: _Attempt,
