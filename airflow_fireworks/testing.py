@@ -93,19 +93,24 @@ class EmulatorProcess:
         return str(self.admin("POST", "faults", json=rule)["id"])
 
     def clear_faults(self) -> None:
+        """Remove every fault rule."""
         self.admin("DELETE", "faults")
 
     def stats(self) -> dict[str, Any]:
+        """Counts of requests per route and status, completions, prefill queue peaks and deployments."""
         return dict(self.admin("GET", "stats"))
 
     def requests(self, route: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The most recent requests (at most ``limit``, optionally of one route), without key values."""
         params: dict[str, Any] = {"limit": limit}
         if route:
             params["route"] = route
         return list(self.admin("GET", "requests", **params))
 
     def fail_deployment(self, deployment_id: str, message: str = "injected failure") -> None:
+        """Put a deployment in state FAILED with ``message`` as its status message."""
         self.admin("POST", f"deployments/{deployment_id}/fail", json={"message": message})
 
     def vanish_deployment(self, deployment_id: str) -> None:
+        """Make a deployment disappear at once (as if deleted from under a running DAG)."""
         self.admin("POST", f"deployments/{deployment_id}/vanish")
