@@ -365,18 +365,35 @@ class DeploymentSampler:
         messages: list[dict[str, Any]] | None = None,
         *,
         prompt_token_ids: list[int] | None = None,
-        **sampling: Any,
+        n: int = 1,
+        max_tokens: int = 1024,
+        temperature: float = 1.0,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop: str | list[str] | list[int] | None = None,
+        seed: int | None = None,
+        logprobs: bool | int = False,
+        top_logprobs: int | None = None,
+        echo: bool = False,
+        max_seq_len: int | None = None,
+        include_routing_matrix: bool = False,
+        **extra: Any,
     ) -> list[SampledCompletion]:
         """Sample ``n`` completions of one prompt (chat ``messages`` or ``prompt_token_ids``).
 
-        ``sampling`` takes the keyword arguments of ``sampling_params`` (``n``, ``max_tokens``,
-        ``temperature``, ...). Returns the completions in sample order. A prompt of ``max_seq_len``
+        The sampling parameters are those of the Fireworks SDK's ``sample_with_tokens`` (checked by
+        ``sampling_params``; other keyword arguments such as ``echo_last`` or ``prompt_cache_key``
+        go into the request body). Returns the completions in sample order. A prompt of ``max_seq_len``
         tokens or more returns ``[]`` without any request; a completion whose prompt plus completion
         exceeds ``max_seq_len`` is dropped. With ``seed``, sample ``i`` uses ``seed + i``. Raises
         ``SamplingRequestError`` (or a subclass) when a completion fails for good; its siblings are
         then cancelled.
         """
-        params = self.sampling_params(**sampling)
+        params = self.sampling_params(
+            n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, stop=stop,
+            seed=seed, logprobs=logprobs, top_logprobs=top_logprobs, echo=echo, max_seq_len=max_seq_len,
+            include_routing_matrix=include_routing_matrix, **extra,
+        )
         if (messages is None) == (prompt_token_ids is None):
             raise FireworksValidationError("messages", "give exactly one of messages or prompt_token_ids")
         prompt = self.render_prompt(messages) if messages is not None else check_prompt_ids(prompt_token_ids)
