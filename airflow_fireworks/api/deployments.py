@@ -460,8 +460,9 @@ class DeploymentManager(_http.BaseClient):
         """Poll until every replica is ready on ``expected_identity``.
 
         Raises ``HotloadFailedError`` when a replica reports stage ``error`` for that identity and
-        ``FireworksTimeoutError`` at the deadline. Transient failures (retryable statuses, 404,
-        connection errors) keep polling.
+        ``FireworksTimeoutError`` at the deadline. Transient failures (retryable statuses,
+        connection errors) keep polling; a 404 keeps polling only while the deployment exists
+        (its hotload manager may still be starting), otherwise ``DeploymentNotFoundError``.
         """
         deployment_id = validate_deployment_id(deployment_id)
         base_model = validate_base_model(base_model)
@@ -477,6 +478,12 @@ class DeploymentManager(_http.BaseClient):
             except (FireworksAPIError, FireworksConnectionError) as exc:
                 if isinstance(exc, FireworksAPIError) and not (exc.retryable or exc.status_code == 404):
                     raise
+                gone = isinstance(exc, FireworksAPIError) and exc.status_code == 404
+                if gone and self.get(deployment_id) is None:
+                    raise DeploymentNotFoundError(
+                        f"deployment {deployment_id!r} no longer exists; hotload of {expected_identity!r} "
+                        "cannot complete"
+                    ) from None
                 last = f"status call failed: {exc}"
                 log.info("Hotload status of %s unavailable (%s); still waiting", deployment_id, last)
             else:

@@ -46,6 +46,7 @@ from airflow_fireworks.operators._sample_store import ShardStore, Tally
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
     ConcurrencyController,
+    DeploymentNotServingError,
     DeploymentSampler,
     FixedConcurrencyController,
     PromptResult,
@@ -364,6 +365,10 @@ class FireworksSampleOperator(BaseOperator):
         this fraction of the shard's prompts failed (0.0: any failure); a retry samples only the
         failed prompts.
     :param progress_interval_s: seconds between progress log lines.
+    :param not_ready_retries: how often a request answered 404/425 (deployment not serving) is
+        retried, every ``not_ready_interval_s`` seconds; past that the task stops at once (every
+        other prompt would wait the same) and fails, keeping what was written for a retry.
+    :param not_ready_interval_s: seconds between those retries.
     """
 
     template_fields: Sequence[str] = (
@@ -403,6 +408,8 @@ class FireworksSampleOperator(BaseOperator):
         max_xcom_completions: int = 1000,
         max_failed_prompt_fraction: float = 0.0,
         progress_interval_s: float = 10.0,
+        not_ready_retries: int = 10,
+        not_ready_interval_s: float = 5.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -431,6 +438,8 @@ class FireworksSampleOperator(BaseOperator):
         self.max_xcom_completions = max_xcom_completions
         self.max_failed_prompt_fraction = max_failed_prompt_fraction
         self.progress_interval_s = progress_interval_s
+        self.not_ready_retries = not_ready_retries
+        self.not_ready_interval_s = not_ready_interval_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
         self._killed = False
@@ -504,6 +513,10 @@ class FireworksSampleOperator(BaseOperator):
             ),
             "progress_interval_s": check_number(
                 self.progress_interval_s, "progress_interval_s", 0, math.inf, low_open=True, parse_str=True
+            ),
+            "not_ready_retries": check_int(self.not_ready_retries, "not_ready_retries", 0, parse_str=True),
+            "not_ready_interval_s": check_number(
+                self.not_ready_interval_s, "not_ready_interval_s", 0, math.inf, parse_str=True
             ),
         }
         if s["top_logprobs"] and not s["logprobs"]:
@@ -591,6 +604,8 @@ class FireworksSampleOperator(BaseOperator):
             controller,
             additional_headers=dict(params.additional_headers),
             verify_ssl=params.verify_ssl,
+            not_ready_retries=settings["not_ready_retries"],
+            not_ready_interval_s=settings["not_ready_interval_s"],
         )
         run = _Attempt(n=n, controller=controller)
         if settings["output_path"] is None:
@@ -795,6 +810,11 @@ class FireworksSampleOperator(BaseOperator):
             raise AirflowException(
                 f"Sampling was cancelled after {run.prompts_sampled} prompts (the task was killed); "
                 f"{on_cancel}"
+            ) from None
+        except DeploymentNotServingError as exc:
+            raise AirflowException(
+                f"Sampling stopped after {run.prompts_sampled} prompts: {exc}. Check that the deployment "
+                f"exists, is READY and has replicas; {on_cancel}"
             ) from None
         finally:
             self._loop = self._task = None

@@ -15,6 +15,7 @@ from airflow_fireworks.sampling.concurrency import (
     FixedConcurrencyController,
 )
 from airflow_fireworks.sampling.errors import (
+    DeploymentNotServingError,
     DeploymentSamplerTimeoutError,
     InvalidCompletionError,
     SamplingError,
@@ -32,6 +33,7 @@ from airflow_fireworks.sampling.tokenization import load_tokenizer, render_chat_
 __all__ = [
     "AdaptiveConcurrencyController",
     "ConcurrencyController",
+    "DeploymentNotServingError",
     "DeploymentSampler",
     "DeploymentSamplerTimeoutError",
     "FixedConcurrencyController",

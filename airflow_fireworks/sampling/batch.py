@@ -3,7 +3,9 @@ completions as soon as it is complete.
 
 Prompts are pulled lazily from the iterable, chat-templated in small batches, and at most a
 bounded number of them are in flight; a prompt that fails for good yields an error result instead
-of stopping the batch.
+of stopping the batch, except when the deployment is not serving at all
+(``DeploymentNotServingError``): then every other prompt would wait out the same not-ready
+retries, so the batch stops and raises it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, NamedTuple
 
 from airflow_fireworks.api.errors import FireworksValidationError
 from airflow_fireworks.sampling.completion import SampledCompletion
-from airflow_fireworks.sampling.errors import SamplingError, SamplingRequestError
+from airflow_fireworks.sampling.errors import DeploymentNotServingError, SamplingError, SamplingRequestError
 from airflow_fireworks.sampling.sampler import DeploymentSampler, check_prompt_ids
 from airflow_fireworks.sampling.tokenization import render_chat_prompts, validate_messages
 
@@ -170,6 +172,8 @@ async def sample_prompts(
     written by an interrupted run) are skipped. At most ``max_prompts_in_flight`` prompts are
     sampled at once (default: enough to keep twice the concurrency window busy, at most 1024).
     Progress is logged every ``progress_interval_s`` seconds and passed to ``on_progress``.
+    Raises ``DeploymentNotServingError`` (after yielding what finished before it, and cancelling
+    the rest) when the deployment does not serve: no other prompt could succeed either.
     """
     params = sampler.sampling_params(**sampling)
     if max_prompts_in_flight is not None and (
@@ -219,6 +223,9 @@ async def sample_prompts(
                 spec = in_flight.pop(task)
                 try:
                     completions = task.result()
+                except DeploymentNotServingError:
+                    tracker.report(final=True)
+                    raise
                 except SamplingError as exc:
                     tracker.failed(spec.index, exc)
                     yield PromptResult(spec.index, [], error_info(exc), spec.metadata)

@@ -110,6 +110,14 @@ class SamplingHTTPError(SamplingRequestError):
     default_kind = "http_status"
 
 
+class DeploymentNotServingError(SamplingHTTPError):
+    """The deployment still answered 404/425 after the not-ready retries: it is gone, failed,
+    scaled to zero or stuck loading. ``sample_prompts`` stops the whole batch on it, since every
+    other prompt would wait out the same retries."""
+
+    default_kind = "not_serving"
+
+
 class StreamTruncatedError(SamplingRequestError):
     """The stream ended without an accepted finish reason. Retried; never counted complete."""
 

@@ -27,6 +27,7 @@ from airflow_fireworks.api.validation import check_int, check_number, is_inferen
 from airflow_fireworks.sampling.completion import CompletionOptions, SampledCompletion, build_completion
 from airflow_fireworks.sampling.concurrency import AdaptiveConcurrencyController, ConcurrencyController
 from airflow_fireworks.sampling.errors import (
+    DeploymentNotServingError,
     DeploymentSamplerTimeoutError,
     SamplingHTTPError,
     SamplingRequestError,
@@ -586,11 +587,16 @@ class DeploymentSampler:
                 retry_after_s=self.retry_policy.parse_retry_after(response.headers.get("Retry-After")),
                 request_id=request_id,
             )
-        hint = (
-            " (deployment still not ready after the not-ready retries)" if status in NOT_READY_STATUS else ""
-        )
+        if status in NOT_READY_STATUS:
+            raise DeploymentNotServingError(
+                f"HTTP {status} from {self._url}: {message} (deployment {self.model} still not serving after "
+                f"{self.not_ready_retries} not-ready retries every {self.not_ready_interval_s:g} s)",
+                final_status=status,
+                wire_status=status,
+                request_id=request_id,
+            )
         raise SamplingHTTPError(
-            f"HTTP {status} from {self._url}: {message}{hint}",
+            f"HTTP {status} from {self._url}: {message}",
             final_status=status,
             wire_status=status,
             request_id=request_id,

@@ -590,3 +590,41 @@ def test_any_fsspec_filesystem_holds_the_output(emu, tokenizer):
     assert summary["completions_uri"] == "memory://rollouts/run-1/shard-000000/completions.jsonl"
     again = operator(prompts=["a", "b"], tokenizer=tokenizer, n=2, output_path=root).execute(context(2))
     assert again["reused"] is True
+
+
+def test_a_deployment_that_stops_serving_stops_the_task_and_a_retry_resumes(emu, tokenizer, tmp_path):
+    """A vanished deployment fails the task after one prompt's not-ready retries (not one per
+    prompt), keeps the whole groups written so far, and the retry samples only the rest."""
+    out = tmp_path / "rollouts"
+    prompts = [f"Question {i}: what is {i} + {i}?" for i in range(40)]
+    emu.configure(decode_step_base_s=0.01)
+    stop_after = 8
+
+    def vanish_when_some_are_done() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(completion_requests(emu)) < stop_after * 2:
+            time.sleep(0.02)
+        emu.vanish_deployment(DEPLOYMENT)
+
+    vanisher = threading.Thread(target=vanish_when_some_are_done)
+    vanisher.start()
+    first = operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{out}", concurrency=4,
+                     not_ready_retries=2, not_ready_interval_s=0.05)
+    with pytest.raises(AirflowException, match=r"Sampling stopped after .* still not serving") as caught:
+        first.execute(context())
+    vanisher.join()
+
+    assert "kept for a retry" in str(caught.value)
+    assert emu.api_key not in str(caught.value)
+    refused = [r for r in completion_requests(emu) if r["status"] == 404]
+    assert len(refused) <= 4 * (2 + 1)  # at most the requests in flight, each with its 2 retries
+    create_deployment(emu)
+    summary = operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{out}",
+                       concurrency=4).execute(context(try_number=2))
+
+    records = read_jsonl(out / "shard-000000" / "completions.jsonl")
+    assert [(r["prompt_index"], r["sample_index"]) for r in records] == [
+        (p, s) for p in range(40) for s in range(2)
+    ]
+    assert summary["num_prompts_resumed"] > 0
+    assert summary["num_prompts_resumed"] + summary["num_prompts_sampled"] == 40

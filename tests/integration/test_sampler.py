@@ -17,6 +17,7 @@ import requests
 from airflow_fireworks.api.retry import RetryPolicy
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
+    DeploymentNotServingError,
     DeploymentSampler,
     SamplingHTTPError,
     SamplingRequestError,
@@ -314,7 +315,7 @@ async def test_not_ready_after_the_retries_is_a_clear_error(emu: EmulatorProcess
     async with DeploymentSampler(
         emu.url, model, emu.api_key, retry_policy=FAST_RETRY, not_ready_retries=2, not_ready_interval_s=0.01
     ) as sampler:
-        with pytest.raises(SamplingHTTPError, match="not ready") as info:
+        with pytest.raises(DeploymentNotServingError, match="not serving after 2 not-ready retries") as info:
             await sampler.sample_with_tokens(prompt_token_ids=[1, 2, 3], max_tokens=4)
     assert info.value.final_status == 425 and info.value.attempts == 1
     assert len(completion_calls(emu, 3)) == 3

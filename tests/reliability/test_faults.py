@@ -29,7 +29,6 @@ from airflow_fireworks.api import (
     DeploymentNotFoundError,
     FireworksAPIError,
     FireworksConnectionError,
-    FireworksTimeoutError,
     HotloadFailedError,
     RetryPolicy,
 )
@@ -42,6 +41,7 @@ from airflow_fireworks.operators.deployment import (
 )
 from airflow_fireworks.operators.sampling import FireworksSampleOperator
 from airflow_fireworks.sampling import (
+    DeploymentNotServingError,
     DeploymentSampler,
     DeploymentSamplerTimeoutError,
     FixedConcurrencyController,
@@ -167,6 +167,13 @@ def test_manager_create_slower_than_the_client_timeout_creates_exactly_one(emu: 
 
 def _fail_later(emu: EmulatorProcess, deployment_id: str, delay_s: float, action: str) -> threading.Timer:
     def act() -> None:
+        # Under load the task may not have created the deployment yet: wait until it exists.
+        url = f"{emu.url}/v1/accounts/{emu.account_id}/deployments/{deployment_id}"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if emu.session.get(url, headers={"X-Api-Key": emu.api_key}, timeout=5).status_code == 200:
+                break
+            time.sleep(0.05)
         if action == "fail":
             emu.fail_deployment(deployment_id, "replica crashed: CUDA error 719 (injected)")
         else:
@@ -264,9 +271,9 @@ MANAGER_ERRORS: list[tuple[str, Callable[[DeploymentManager, EmulatorProcess], A
         lambda m, e: (
             m.hotload(DEP, BASE_MODEL, "snap-2"),
             e.vanish_deployment(DEP),
-            m.wait_for_hotload(DEP, BASE_MODEL, "snap-2", timeout_seconds=0.5, poll_interval=0.05),
+            m.wait_for_hotload(DEP, BASE_MODEL, "snap-2", timeout_seconds=30, poll_interval=0.05),
         ),
-        Outcome(FireworksTimeoutError, ("snap-2", "not ready after", "HTTP 404")),
+        Outcome(DeploymentNotFoundError, ("snap-2", "no longer exists")),
     ),
     (
         "scale-to-zero-of-deleted-deployment",
@@ -618,10 +625,14 @@ SAMPLER_ERRORS: list[tuple[str, dict[str, Any] | str, Outcome]] = [
         "deployment-goes-failed",
         "fail",
         Outcome(
-            SamplingHTTPError, ("HTTP 425", "FAILED", "not ready after the not-ready retries"), attempts=1
+            DeploymentNotServingError, ("HTTP 425", "FAILED", "still not serving after"), attempts=1
         ),
     ),
-    ("deployment-deleted", "vanish", Outcome(SamplingHTTPError, ("HTTP 404", "not deployed"), attempts=1)),
+    (
+        "deployment-deleted",
+        "vanish",
+        Outcome(DeploymentNotServingError, ("HTTP 404", "not deployed", "still not serving"), attempts=1),
+    ),
 ]
 
 
@@ -650,32 +661,29 @@ async def test_sampler_fault_ends_in_a_clear_error_and_no_completion(
     assert "prompt_token_ids" not in record
 
 
-async def test_deployment_deleted_mid_batch_gives_whole_groups_or_error_records(
+async def test_deployment_deleted_mid_batch_stops_the_batch_after_whole_groups(
     emu: EmulatorProcess, sampler_model: str
 ) -> None:
-    """Prompts in flight when the deployment disappears end as error records, never as partial
-    groups; prompts finished before it are whole."""
+    """When the deployment disappears the batch stops at the first prompt that spent its
+    not-ready retries (every other prompt would wait out the same retries); prompts finished
+    before it are whole groups, nothing partial is yielded, and no further prompt is sent."""
     emu.configure(decode_step_base_s=0.004)
     prompts = [PromptSpec(i, prompt_token_ids=[1, 5 + i, 9, 3]) for i in range(60)]
     results = []
-    async with make_sampler(emu, sampler_model, not_ready_retries=1) as sampler:
-        async for result in sample_prompts(
-            sampler, prompts, n=4, max_tokens=16, seed=3, max_prompts_in_flight=4
-        ):
-            results.append(result)
-            if len(results) == 10:
-                emu.vanish_deployment("sampler-dep")
+    with pytest.raises(DeploymentNotServingError, match="HTTP 404"):
+        async with make_sampler(emu, sampler_model, not_ready_retries=1) as sampler:
+            async for result in sample_prompts(
+                sampler, prompts, n=4, max_tokens=16, seed=3, max_prompts_in_flight=4
+            ):
+                results.append(result)
+                if len(results) == 10:
+                    emu.vanish_deployment("sampler-dep")
 
-    assert sorted(r.prompt_index for r in results) == list(range(60))
-    failed = [r for r in results if r.error is not None]
-    whole = [r for r in results if r.error is None]
-    assert len(whole) >= 10 and failed
-    for result in whole:
+    assert 10 <= len(results) < 60
+    for result in results:
+        assert result.error is None
         assert sorted(c.sample_index for c in result.completions) == [0, 1, 2, 3]
         assert all(c.finish_reason in ("stop", "length") for c in result.completions)
-    for result in failed:
-        assert result.completions == []
-        assert result.error is not None and "404" in result.error["message"]
 
 
 # === layer 4: operators ==============================================================================
