@@ -157,6 +157,10 @@ class FireworksPollingTrigger(BaseTrigger):
                     outcome = await self.poll_once(client)
             except TimeoutError:
                 if scope.expired():
+                    last_error = last_error or (
+                        "the last status request was still being retried at the deadline "
+                        "(server errors, rate limits or connection failures)"
+                    )
                     continue
                 last_error = "request timed out"
                 self.log.warning("Polling %s timed out; polling again", self.describe())

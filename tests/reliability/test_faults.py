@@ -401,7 +401,7 @@ TRIGGER_CASES: list[tuple[str, Callable[[EmulatorProcess], Any], str, tuple[str,
         "persistent-500-until-deadline",
         lambda e: e.add_fault(route="get", status=500, times=None),
         "timeout",
-        ("timed out", "trig-dep"),
+        ("timed out", "trig-dep", "last error: "),
     ),
     (
         "403",
