@@ -41,13 +41,25 @@ class EmulatorProcess:
     def start(cls, api_key: str, account_id: str = "emulator", **settings: Any) -> Iterator[EmulatorProcess]:
         """Run ``python -m airflow_fireworks.emulator`` until the context exits."""
         port = free_port()
-        args = [sys.executable, "-m", "airflow_fireworks.emulator", "--host", "127.0.0.1",
-                "--port", str(port), "--api-key", api_key, "--account-id", account_id]
+        args = [
+            sys.executable,
+            "-m",
+            "airflow_fireworks.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key",
+            api_key,
+            "--account-id",
+            account_id,
+        ]
         for key, value in settings.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        emulator = cls(url=f"http://127.0.0.1:{port}", api_key=api_key, account_id=account_id,
-                       process=process)
+        emulator = cls(
+            url=f"http://127.0.0.1:{port}", api_key=api_key, account_id=account_id, process=process
+        )
         try:
             emulator.wait_healthy()
             yield emulator
@@ -75,8 +87,9 @@ class EmulatorProcess:
 
     def admin(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
         """Call an admin endpoint and return its JSON answer."""
-        response = self.session.request(method, f"{self.url}/_emulator/{path}", json=json,
-                                        params=params or None, timeout=10)
+        response = self.session.request(
+            method, f"{self.url}/_emulator/{path}", json=json, params=params or None, timeout=10
+        )
         response.raise_for_status()
         return response.json() if response.content else None
 

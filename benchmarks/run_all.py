@@ -22,8 +22,10 @@ def main() -> None:
         print(f"\n=== {script.name} {' '.join(extra)}", flush=True)
         started = time.monotonic()
         result = subprocess.run([sys.executable, str(script), *extra], check=False)
-        print(f"=== {script.name} finished in {time.monotonic() - started:.0f} s (exit {result.returncode})",
-              flush=True)
+        print(
+            f"=== {script.name} finished in {time.monotonic() - started:.0f} s (exit {result.returncode})",
+            flush=True,
+        )
         if result.returncode != 0:
             sys.exit(result.returncode)
 

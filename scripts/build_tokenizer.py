@@ -27,9 +27,25 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 CORPUS_TOPICS = [
-    "arithmetic", "geometry", "probability", "algebra", "physics", "chemistry", "biology",
-    "history", "poetry", "programming", "databases", "networks", "compilers", "statistics",
-    "reinforcement learning", "policy gradients", "reward models", "tokenizers", "deployments",
+    "arithmetic",
+    "geometry",
+    "probability",
+    "algebra",
+    "physics",
+    "chemistry",
+    "biology",
+    "history",
+    "poetry",
+    "programming",
+    "databases",
+    "networks",
+    "compilers",
+    "statistics",
+    "reinforcement learning",
+    "policy gradients",
+    "reward models",
+    "tokenizers",
+    "deployments",
 ]
 CORPUS_TEMPLATES = [
     "Solve the following problem about {t} step by step and give the final answer.",

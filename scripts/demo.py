@@ -33,29 +33,38 @@ def airflow_env(home: Path, output_root: Path, emulator: EmulatorProcess) -> dic
     """Environment for an isolated Airflow home whose default Fireworks connection is the emulator."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     connection = {"conn_type": "fireworks", "host": emulator.url, "password": emulator.api_key}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "example_dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
-        "AIRFLOW_CONN_FIREWORKS_DEFAULT": json.dumps(connection),
-        "FIREWORKS_OUTPUT_ROOT": output_root.as_uri(),
-        "TRANSFORMERS_VERBOSITY": "error",
-        "HF_HUB_OFFLINE": "1",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "example_dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
+            "AIRFLOW_CONN_FIREWORKS_DEFAULT": json.dumps(connection),
+            "FIREWORKS_OUTPUT_ROOT": output_root.as_uri(),
+            "TRANSFORMERS_VERBOSITY": "error",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     return env
 
 
 def run_airflow(env: dict[str, str], log_path: Path, *args: str) -> None:
     """Run one ``airflow`` CLI command, its output going to ``log_path``; exit on failure."""
     with log_path.open("ab") as log:
-        result = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     if result.returncode != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-40:]
-        sys.exit(f"airflow {' '.join(args)} failed (exit {result.returncode}); last lines of {log_path}:\n"
-                 + "\n".join(tail))
+        sys.exit(
+            f"airflow {' '.join(args)} failed (exit {result.returncode}); last lines of {log_path}:\n"
+            + "\n".join(tail)
+        )
 
 
 def task_states(db_path: Path) -> list[tuple[str, str]]:
@@ -68,8 +77,10 @@ def task_states(db_path: Path) -> list[tuple[str, str]]:
 
 def read_manifests(output_root: Path) -> list[tuple[str, dict[str, Any]]]:
     """Every sampling manifest of the run, by step directory name, in step order."""
-    return [(str(path.relative_to(output_root).parts[1]), json.loads(path.read_text()))
-            for path in sorted(output_root.glob("*/step-*/shard-*/manifest.json"))]
+    return [
+        (str(path.relative_to(output_root).parts[1]), json.loads(path.read_text()))
+        for path in sorted(output_root.glob("*/step-*/shard-*/manifest.json"))
+    ]
 
 
 def draw_chart(manifests: list[tuple[str, dict[str, Any]]], chart_path: Path) -> None:
@@ -96,8 +107,13 @@ def draw_chart(manifests: list[tuple[str, dict[str, Any]]], chart_path: Path) ->
     plt.close(fig)
 
 
-def print_summary(states: list[tuple[str, str]], manifests: list[tuple[str, dict[str, Any]]],
-                  output_root: Path, chart_path: Path, elapsed_s: float) -> None:
+def print_summary(
+    states: list[tuple[str, str]],
+    manifests: list[tuple[str, dict[str, Any]]],
+    output_root: Path,
+    chart_path: Path,
+    elapsed_s: float,
+) -> None:
     print(f"\nDAG {DAG_ID} finished in {elapsed_s:.0f} s against the local emulator.")
     print("\nTasks:")
     for task, state in states:
@@ -108,8 +124,10 @@ def print_summary(states: list[tuple[str, str]], manifests: list[tuple[str, dict
         controller = manifest.get("controller") or {}
         window = controller.get("window_after", controller.get("window", "-"))
         tokens_per_s = manifest["throughput"]["completion_tokens_per_s"]
-        print(f"  {step:<8} {manifest['num_completions']:>11} {manifest['completion_tokens']:>8} "
-              f"{tokens_per_s:>9.0f} {window!s:>7} {manifest['num_prompts_failed']:>6}")
+        print(
+            f"  {step:<8} {manifest['num_completions']:>11} {manifest['completion_tokens']:>8} "
+            f"{tokens_per_s:>9.0f} {window!s:>7} {manifest['num_prompts_failed']:>6}"
+        )
     print(f"\nCompletions (JSON Lines) and manifests: {output_root}")
     print(f"Chart of throughput and concurrency window per step: {chart_path}")
     print(f"Airflow home (logs, metadata DB): {DEMO_DIR / 'airflow'}")
@@ -134,8 +152,9 @@ def main() -> None:
     chart_path = DEMO_DIR / "sampling.png"
     if manifests:
         draw_chart(manifests, chart_path)
-    print_summary(task_states(home / "airflow.db"), manifests, output_root, chart_path,
-                  time.monotonic() - started)
+    print_summary(
+        task_states(home / "airflow.db"), manifests, output_root, chart_path, time.monotonic() - started
+    )
 
 
 if __name__ == "__main__":

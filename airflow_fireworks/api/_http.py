@@ -35,12 +35,15 @@ _REQUEST_ID_HEADERS = ("x-request-id", "x-fireworks-request-id")
 def normalise_url(value: Any, field: str) -> str:
     """An ``http(s)://host[:port][/prefix]`` URL without trailing slash."""
     if not isinstance(value, str) or not value.strip():
-        raise FireworksValidationError(field, "must be a non-empty http(s) URL, e.g. 'https://api.fireworks.ai'")
+        raise FireworksValidationError(
+            field, "must be a non-empty http(s) URL, e.g. 'https://api.fireworks.ai'"
+        )
     url = value.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise FireworksValidationError(
-            field, f"{url!r} must start with http:// or https:// and name a host, e.g. 'https://api.fireworks.ai'"
+            field,
+            f"{url!r} must start with http:// or https:// and name a host, e.g. 'https://api.fireworks.ai'",
         )
     if parts.query or parts.fragment:
         raise FireworksValidationError(field, f"{url!r} must not carry a query string or fragment")
@@ -53,7 +56,8 @@ def validate_api_key(api_key: Any) -> str:
         raise FireworksValidationError("api_key", "must be a non-empty string (the Fireworks API key)")
     if any(ch.isspace() or not ch.isprintable() for ch in api_key):
         raise FireworksValidationError(
-            "api_key", "contains whitespace or control characters; copy the key again without them")
+            "api_key", "contains whitespace or control characters; copy the key again without them"
+        )
     return api_key
 
 
@@ -133,12 +137,17 @@ class BaseClient:
         self._verify_ssl = resolve_verify(verify_ssl, logging.getLogger(type(self).__module__))
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(base_url={self.base_url!r}, inference_url={self.inference_url!r}, "
-                f"hotload_api_url={self.hotload_api_url!r})")
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, inference_url={self.inference_url!r}, "
+            f"hotload_api_url={self.hotload_api_url!r})"
+        )
 
 
 def hotload_headers(
-    gateway: Mapping[str, str], base_model: str, account_id: str, deployment_id: str,
+    gateway: Mapping[str, str],
+    base_model: str,
+    account_id: str,
+    deployment_id: str,
     source_url: str | None = None,
 ) -> dict[str, str]:
     """The hotload route is fixed; the target is named by these headers."""
@@ -177,7 +186,12 @@ def error_message(body: bytes) -> str:
 
 
 def api_error(
-    status: int, body: bytes, headers: Mapping[str, str], method: str, url: str, secret: str,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    method: str,
+    url: str,
+    secret: str,
 ) -> FireworksAPIError:
     """A ``FireworksAPIError`` for a non-2xx answer, with the key scrubbed from every text."""
     request_id = next((headers[h] for h in _REQUEST_ID_HEADERS if headers.get(h)), None)

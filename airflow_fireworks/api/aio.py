@@ -49,8 +49,14 @@ class AsyncFireworksClient(_http.BaseClient):
         timeout_s: float = 30.0,
     ) -> None:
         super().__init__(
-            api_key, base_url, inference_url, hotload_api_url, additional_headers, verify_ssl,
-            retry_policy=retry_policy, timeout_s=timeout_s,
+            api_key,
+            base_url,
+            inference_url,
+            hotload_api_url,
+            additional_headers,
+            verify_ssl,
+            retry_policy=retry_policy,
+            timeout_s=timeout_s,
         )
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,8 +107,13 @@ class AsyncFireworksClient(_http.BaseClient):
         return result
 
     async def _send(
-        self, method: str, url: str, headers: Mapping[str, str], params: Mapping[str, str] | None,
-        body: Any, expect: tuple[int, ...],
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        body: Any,
+        expect: tuple[int, ...],
     ) -> tuple[int, bytes]:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with self._get_session().request(
@@ -124,7 +135,9 @@ class AsyncFireworksClient(_http.BaseClient):
         """The account the API key belongs to (looked up once)."""
         if self._account_id is None:
             _, content = await self._request(
-                "GET", f"{self.base_url}{_http.ACCOUNTS_PATH}", headers=self._control_headers,
+                "GET",
+                f"{self.base_url}{_http.ACCOUNTS_PATH}",
+                headers=self._control_headers,
                 params={"pageSize": "2"},
             )
             self._account_id = _http.account_from_response(_http.parse_json(content, "account lookup"))
@@ -135,8 +148,10 @@ class AsyncFireworksClient(_http.BaseClient):
         deployment_id = validate_deployment_id(deployment_id)
         account = await self.account_id()
         status, content = await self._request(
-            "GET", f"{self.base_url}/v1/accounts/{account}/deployments/{deployment_id}",
-            headers=self._control_headers, expect=(404,),
+            "GET",
+            f"{self.base_url}/v1/accounts/{account}/deployments/{deployment_id}",
+            headers=self._control_headers,
+            expect=(404,),
         )
         if status == 404:
             return None
@@ -152,11 +167,14 @@ class AsyncFireworksClient(_http.BaseClient):
         (not retried: a failed probe means "not serving yet")."""
         if not isinstance(model, str) or not model.strip():
             raise FireworksValidationError(
-                "model", "must be the deployment name, e.g. accounts/a/deployments/d")
+                "model", "must be the deployment name, e.g. accounts/a/deployments/d"
+            )
         try:
             async with self._get_session().post(
-                f"{self.inference_url}{_http.COMPLETIONS_PATH}", headers=self._gateway_headers,
-                json=_http.probe_body(model), timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
+                f"{self.inference_url}{_http.COMPLETIONS_PATH}",
+                headers=self._gateway_headers,
+                json=_http.probe_body(model),
+                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
             ) as response:
                 await response.read()
                 status = response.status
@@ -181,8 +199,11 @@ class AsyncFireworksClient(_http.BaseClient):
         deployment_id = validate_deployment_id(deployment_id)
         account = await self.account_id()
         status, _ = await self._request(
-            "DELETE", f"{self.base_url}/v1/accounts/{account}/deployments/{deployment_id}",
-            headers=self._control_headers, params={"ignoreChecks": "true", "hard": "true"}, expect=(404,),
+            "DELETE",
+            f"{self.base_url}/v1/accounts/{account}/deployments/{deployment_id}",
+            headers=self._control_headers,
+            params={"ignoreChecks": "true", "hard": "true"},
+            expect=(404,),
         )
         return status != 404
 

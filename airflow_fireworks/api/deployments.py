@@ -48,7 +48,8 @@ _RESET_PROMPT_CACHE_REJECTED = ("reset_prompt_cache", "extra inputs are not perm
 def _check_model(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise FireworksValidationError(
-            "model", f"must be the deployment name 'accounts/<account>/deployments/<id>', got {value!r}")
+            "model", f"must be the deployment name 'accounts/<account>/deployments/<id>', got {value!r}"
+        )
     return value
 
 
@@ -78,8 +79,14 @@ class DeploymentManager(_http.BaseClient):
         timeout_s: float = 60.0,
     ) -> None:
         super().__init__(
-            api_key, base_url, inference_url, hotload_api_url, additional_headers, verify_ssl,
-            retry_policy=retry_policy, timeout_s=timeout_s,
+            api_key,
+            base_url,
+            inference_url,
+            hotload_api_url,
+            additional_headers,
+            verify_ssl,
+            retry_policy=retry_policy,
+            timeout_s=timeout_s,
         )
         self._session = requests.Session()
         self._session.verify = self._verify_ssl
@@ -116,8 +123,9 @@ class DeploymentManager(_http.BaseClient):
         overrides: dict[str, Any] = {}
         if budget_s is not None:
             limit = min(self.retry_policy.max_total_s, max(budget_s, 0.0))
-            overrides["stop"] = tenacity.stop_after_attempt(self.retry_policy.max_attempts) \
-                | tenacity.stop_after_delay(limit)
+            overrides["stop"] = tenacity.stop_after_attempt(
+                self.retry_policy.max_attempts
+            ) | tenacity.stop_after_delay(limit)
         retrying = self.retry_policy.sync_retrying(**overrides)
         try:
             response: requests.Response = retrying(
@@ -128,8 +136,14 @@ class DeploymentManager(_http.BaseClient):
         return response
 
     def _send(
-        self, method: str, url: str, headers: Mapping[str, str], params: Mapping[str, str] | None,
-        body: Any, timeout: float, expect: tuple[int, ...],
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        body: Any,
+        timeout: float,
+        expect: tuple[int, ...],
     ) -> requests.Response:
         response = self._session.request(
             method, url, headers=dict(headers), params=params, json=body, timeout=timeout
@@ -165,7 +179,9 @@ class DeploymentManager(_http.BaseClient):
         """The account the API key belongs to (looked up once, on first use)."""
         if self._account_id is None:
             response = self._request(
-                "GET", f"{self.base_url}{_http.ACCOUNTS_PATH}", headers=self._control_headers,
+                "GET",
+                f"{self.base_url}{_http.ACCOUNTS_PATH}",
+                headers=self._control_headers,
                 params={"pageSize": "2"},
             )
             self._account_id = _http.account_from_response(self._json(response, "account lookup"))
@@ -198,7 +214,8 @@ class DeploymentManager(_http.BaseClient):
         """
         if not isinstance(config, DeploymentConfig):
             raise FireworksValidationError(
-                "config", "must be a DeploymentConfig (build one with DeploymentConfig.from_dict)")
+                "config", "must be a DeploymentConfig (build one with DeploymentConfig.from_dict)"
+            )
         check_bool(force_recreate, "force_recreate")
         deployment_id = config.deployment_id
         existing = self.get(deployment_id)
@@ -206,19 +223,28 @@ class DeploymentManager(_http.BaseClient):
             if not (force_recreate or existing.state.is_failed()):
                 log.info("Deployment %s already exists (state %s)", deployment_id, existing.state.value)
                 return existing
-            log.info("Recreating deployment %s (state %s, force_recreate=%s)",
-                     deployment_id, existing.state.value, force_recreate)
+            log.info(
+                "Recreating deployment %s (state %s, force_recreate=%s)",
+                deployment_id,
+                existing.state.value,
+                force_recreate,
+            )
             self.delete(deployment_id)
             self.wait_for_deleted(deployment_id)
         response = self._request(
-            "POST", self._deployments_url(), headers=self._control_headers,
-            params=config.to_query_params(), body=config.to_request_body(), expect=(409,),
+            "POST",
+            self._deployments_url(),
+            headers=self._control_headers,
+            params=config.to_query_params(),
+            body=config.to_request_body(),
+            expect=(409,),
         )
         if response.status_code == 409:
             current = self.get(deployment_id)
             if current is None:
-                raise _http.api_error(409, response.content, response.headers, "POST",
-                                      self._deployments_url(), self._api_key)
+                raise _http.api_error(
+                    409, response.content, response.headers, "POST", self._deployments_url(), self._api_key
+                )
             log.info("Deployment %s was created concurrently (state %s)", deployment_id, current.state.value)
             return current
         info = self._info(self._json(response, "create deployment"), deployment_id, "create")
@@ -254,8 +280,12 @@ class DeploymentManager(_http.BaseClient):
                     f"deployment {deployment_id!r} not ready after {timeout_s:g}s "
                     f"(last state {info.state.value})"
                 )
-            log.info("Deployment %s is %s; checking again in %.1fs", deployment_id, info.state.value,
-                     min(poll_interval_s, remaining))
+            log.info(
+                "Deployment %s is %s; checking again in %.1fs",
+                deployment_id,
+                info.state.value,
+                min(poll_interval_s, remaining),
+            )
             time.sleep(min(poll_interval_s, remaining))
 
     def update(
@@ -265,8 +295,11 @@ class DeploymentManager(_http.BaseClient):
         deployment_id = validate_deployment_id(deployment_id)
         mask = validate_update_mask(body, update_mask)
         response = self._request(
-            "PATCH", self._deployment_url(deployment_id), headers=self._control_headers,
-            params={"updateMask": mask}, body=dict(body),
+            "PATCH",
+            self._deployment_url(deployment_id),
+            headers=self._control_headers,
+            params={"updateMask": mask},
+            body=dict(body),
         )
         log.info("Updated deployment %s (%s)", deployment_id, mask)
         return self._info(self._json(response, "update deployment"), deployment_id, "update")
@@ -275,8 +308,11 @@ class DeploymentManager(_http.BaseClient):
         """Set min and max replicas to 0 (with an explicit mask, so nothing else is reset)."""
         deployment_id = validate_deployment_id(deployment_id)
         response = self._request(
-            "PATCH", self._deployment_url(deployment_id), headers=self._control_headers,
-            params={"updateMask": SCALE_TO_ZERO_MASK}, body={"minReplicaCount": 0, "maxReplicaCount": 0},
+            "PATCH",
+            self._deployment_url(deployment_id),
+            headers=self._control_headers,
+            params={"updateMask": SCALE_TO_ZERO_MASK},
+            body={"minReplicaCount": 0, "maxReplicaCount": 0},
             expect=(404,),
         )
         if response.status_code == 404:
@@ -288,8 +324,11 @@ class DeploymentManager(_http.BaseClient):
         """Hard-delete; True if deleted, False if it was already absent. Does not wait."""
         deployment_id = validate_deployment_id(deployment_id)
         response = self._request(
-            "DELETE", self._deployment_url(deployment_id), headers=self._control_headers,
-            params={"ignoreChecks": "true", "hard": "true"}, expect=(404,),
+            "DELETE",
+            self._deployment_url(deployment_id),
+            headers=self._control_headers,
+            params={"ignoreChecks": "true", "hard": "true"},
+            expect=(404,),
         )
         if response.status_code == 404:
             log.info("Deployment %s was already absent", deployment_id)
@@ -318,15 +357,17 @@ class DeploymentManager(_http.BaseClient):
         """Every deployment of the account (optionally AIP-160 filtered), page by page."""
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 200:
             raise FireworksValidationError(
-                "page_size", f"must be an integer from 1 to 200, got {page_size!r}")
+                "page_size", f"must be an integer from 1 to 200, got {page_size!r}"
+            )
         if filter is not None and not isinstance(filter, str):
             raise FireworksValidationError("filter", "must be an AIP-160 filter string or None")
         params = {"pageSize": str(page_size)}
         if filter:
             params["filter"] = filter
         while True:
-            response = self._request("GET", self._deployments_url(), headers=self._control_headers,
-                                     params=params)
+            response = self._request(
+                "GET", self._deployments_url(), headers=self._control_headers, params=params
+            )
             data = self._json(response, "list deployments")
             if not isinstance(data, Mapping):
                 raise FireworksError("list deployments did not return a JSON object")
@@ -344,8 +385,10 @@ class DeploymentManager(_http.BaseClient):
 
     def _completion(self, model: str, timeout: float) -> int:
         response = self._session.post(
-            f"{self.inference_url}{_http.COMPLETIONS_PATH}", headers=self._gateway_headers,
-            json=_http.probe_body(model), timeout=timeout,
+            f"{self.inference_url}{_http.COMPLETIONS_PATH}",
+            headers=self._gateway_headers,
+            json=_http.probe_body(model),
+            timeout=timeout,
         )
         return response.status_code
 
@@ -388,7 +431,8 @@ class DeploymentManager(_http.BaseClient):
         self, deployment_id: str, base_model: str, source_url: str | None = None
     ) -> dict[str, str]:
         return _http.hotload_headers(
-            self._gateway_headers, base_model, self.account_id, deployment_id, source_url)
+            self._gateway_headers, base_model, self.account_id, deployment_id, source_url
+        )
 
     def hotload(
         self,
@@ -409,21 +453,27 @@ class DeploymentManager(_http.BaseClient):
         snapshot_identity = _check_identity(snapshot_identity, "snapshot_identity")
         check_bool(reset_prompt_cache, "reset_prompt_cache")
         if source_url is not None and (not isinstance(source_url, str) or not source_url.strip()):
-            raise FireworksValidationError("source_url", "must be an object-store URI such as 'gs://bucket/prefix/'")
+            raise FireworksValidationError(
+                "source_url", "must be an object-store URI such as 'gs://bucket/prefix/'"
+            )
         body: dict[str, Any] = {"identity": snapshot_identity}
         if incremental_snapshot_metadata is not None:
             body["incremental_snapshot_metadata"] = _incremental_metadata(incremental_snapshot_metadata)
         headers = self._hotload_headers(deployment_id, base_model, source_url)
         url = f"{self.hotload_api_url}{_http.HOTLOAD_PATH}"
-        payload = {**body, "reset_prompt_cache": reset_prompt_cache} if self._send_reset_prompt_cache \
-            else body
+        payload = (
+            {**body, "reset_prompt_cache": reset_prompt_cache} if self._send_reset_prompt_cache else body
+        )
         timeout = HOTLOAD_TRIGGER_TIMEOUT_S
         try:
             response = self._request("POST", url, headers=headers, body=payload, timeout=timeout)
         except FireworksAPIError as exc:
             text = exc.message.lower()
-            if not (exc.status_code == 400 and payload is not body
-                    and all(marker in text for marker in _RESET_PROMPT_CACHE_REJECTED)):
+            if not (
+                exc.status_code == 400
+                and payload is not body
+                and all(marker in text for marker in _RESET_PROMPT_CACHE_REJECTED)
+            ):
                 raise
             log.info("Hotload endpoint rejects reset_prompt_cache; sending without it from now on")
             self._send_reset_prompt_cache = False
@@ -431,21 +481,32 @@ class DeploymentManager(_http.BaseClient):
         data = self._json(response, "hotload")
         if not isinstance(data, dict):
             raise FireworksError("hotload did not return a JSON object")
-        log.info("Hotload of %s requested on deployment %s (%s)", snapshot_identity, deployment_id,
-                 "incremental" if incremental_snapshot_metadata is not None else "full")
+        log.info(
+            "Hotload of %s requested on deployment %s (%s)",
+            snapshot_identity,
+            deployment_id,
+            "incremental" if incremental_snapshot_metadata is not None else "full",
+        )
         return data
 
     def hotload_check_status(self, deployment_id: str, base_model: str, timeout: float = 30) -> HotloadStatus:
         """Per-replica hotload status (identity served, readiness, loading stage)."""
-        return self._hotload_status(validate_deployment_id(deployment_id), validate_base_model(base_model),
-                                    check_seconds(timeout, "timeout", positive=True), None)
+        return self._hotload_status(
+            validate_deployment_id(deployment_id),
+            validate_base_model(base_model),
+            check_seconds(timeout, "timeout", positive=True),
+            None,
+        )
 
     def _hotload_status(
         self, deployment_id: str, base_model: str, timeout: float, budget_s: float | None
     ) -> HotloadStatus:
         response = self._request(
-            "GET", f"{self.hotload_api_url}{_http.HOTLOAD_PATH}",
-            headers=self._hotload_headers(deployment_id, base_model), timeout=timeout, budget_s=budget_s,
+            "GET",
+            f"{self.hotload_api_url}{_http.HOTLOAD_PATH}",
+            headers=self._hotload_headers(deployment_id, base_model),
+            timeout=timeout,
+            budget_s=budget_s,
         )
         return HotloadStatus.from_response(self._json(response, "hotload status"))
 
@@ -489,8 +550,9 @@ class DeploymentManager(_http.BaseClient):
             else:
                 progress = status.evaluate(expected_identity)
                 if progress.outcome == "ready":
-                    log.info("Hotload of %s on %s is ready: %s",
-                             expected_identity, deployment_id, progress.message)
+                    log.info(
+                        "Hotload of %s on %s is ready: %s", expected_identity, deployment_id, progress.message
+                    )
                     return status
                 if progress.outcome == "failed":
                     raise HotloadFailedError(expected_identity, "error", progress.message)
@@ -515,7 +577,8 @@ class DeploymentManager(_http.BaseClient):
         """``hotload`` then ``wait_for_hotload`` for the same identity."""
         self.hotload(deployment_id, base_model, snapshot_identity, incremental_snapshot_metadata)
         return self.wait_for_hotload(
-            deployment_id, base_model, snapshot_identity, timeout_seconds, poll_interval)
+            deployment_id, base_model, snapshot_identity, timeout_seconds, poll_interval
+        )
 
 
 def _incremental_metadata(value: Any) -> dict[str, Any]:
@@ -526,5 +589,6 @@ def _incremental_metadata(value: Any) -> dict[str, Any]:
     previous = value.get("previous_snapshot_identity")
     if not isinstance(previous, str) or not previous.strip():
         raise FireworksValidationError(
-            field, "needs 'previous_snapshot_identity': the identity the delta was computed against")
+            field, "needs 'previous_snapshot_identity': the identity the delta was computed against"
+        )
     return {"compression_format": "arc_v2", "checksum_format": "alder32", **value}

@@ -13,25 +13,65 @@ from typing import Any, Literal
 from airflow_fireworks.api.errors import FireworksError, FireworksValidationError
 from airflow_fireworks.api.validation import check_bool, check_int, check_seconds, check_str_map
 
-ACCELERATOR_TYPES: frozenset[str] = frozenset({
-    "NVIDIA_A100_80GB", "NVIDIA_H100_80GB", "AMD_MI300X_192GB", "NVIDIA_A10G_24GB",
-    "NVIDIA_A100_40GB", "NVIDIA_L4_24GB", "NVIDIA_H200_141GB", "NVIDIA_B200_180GB",
-    "AMD_MI325X_256GB", "AMD_MI350X_288GB",
-})
+ACCELERATOR_TYPES: frozenset[str] = frozenset(
+    {
+        "NVIDIA_A100_80GB",
+        "NVIDIA_H100_80GB",
+        "AMD_MI300X_192GB",
+        "NVIDIA_A10G_24GB",
+        "NVIDIA_A100_40GB",
+        "NVIDIA_L4_24GB",
+        "NVIDIA_H200_141GB",
+        "NVIDIA_B200_180GB",
+        "AMD_MI325X_256GB",
+        "AMD_MI350X_288GB",
+    }
+)
 DEFAULT_ACCELERATOR_TYPE = "NVIDIA_H200_141GB"
 HOT_LOAD_BUCKET_TYPES: frozenset[str] = frozenset(
     {"BUCKET_TYPE_UNSPECIFIED", "MINIO", "S3", "NEBIUS", "FW_HOSTED"}
 )
 HOT_LOAD_TRANSITION_TYPES: frozenset[str] = frozenset({"ASYNC", "SYNC"})
-REGIONS: frozenset[str] = frozenset({
-    "US_IOWA_1", "US_VIRGINIA_1", "US_VIRGINIA_2", "US_ILLINOIS_1", "AP_TOKYO_1", "EU_LONDON_1",
-    "US_ARIZONA_1", "US_TEXAS_1", "US_ILLINOIS_2", "EU_FRANKFURT_1", "US_TEXAS_2", "EU_PARIS_1",
-    "EU_HELSINKI_1", "US_NEVADA_1", "EU_ICELAND_1", "EU_ICELAND_2", "US_WASHINGTON_1",
-    "US_WASHINGTON_2", "EU_ICELAND_DEV_1", "US_WASHINGTON_3", "US_ARIZONA_2", "AP_TOKYO_2",
-    "US_CALIFORNIA_1", "US_MISSOURI_1", "US_UTAH_1", "US_TEXAS_3", "US_ARIZONA_3", "US_GEORGIA_1",
-    "US_GEORGIA_2", "US_WASHINGTON_4", "US_GEORGIA_3", "NA_BRITISHCOLUMBIA_1", "US_GEORGIA_4",
-    "EU_ICELAND_3", "US_OHIO_1", "US_NEWYORK_1",
-})
+REGIONS: frozenset[str] = frozenset(
+    {
+        "US_IOWA_1",
+        "US_VIRGINIA_1",
+        "US_VIRGINIA_2",
+        "US_ILLINOIS_1",
+        "AP_TOKYO_1",
+        "EU_LONDON_1",
+        "US_ARIZONA_1",
+        "US_TEXAS_1",
+        "US_ILLINOIS_2",
+        "EU_FRANKFURT_1",
+        "US_TEXAS_2",
+        "EU_PARIS_1",
+        "EU_HELSINKI_1",
+        "US_NEVADA_1",
+        "EU_ICELAND_1",
+        "EU_ICELAND_2",
+        "US_WASHINGTON_1",
+        "US_WASHINGTON_2",
+        "EU_ICELAND_DEV_1",
+        "US_WASHINGTON_3",
+        "US_ARIZONA_2",
+        "AP_TOKYO_2",
+        "US_CALIFORNIA_1",
+        "US_MISSOURI_1",
+        "US_UTAH_1",
+        "US_TEXAS_3",
+        "US_ARIZONA_3",
+        "US_GEORGIA_1",
+        "US_GEORGIA_2",
+        "US_WASHINGTON_4",
+        "US_GEORGIA_3",
+        "NA_BRITISHCOLUMBIA_1",
+        "US_GEORGIA_4",
+        "EU_ICELAND_3",
+        "US_OHIO_1",
+        "US_NEWYORK_1",
+    }
+)
 MIN_SCALE_TO_ZERO_WINDOW_S = 300.0
 DEFAULT_DESCRIPTION = "Fireworks training deployment"
 
@@ -71,6 +111,7 @@ class DeploymentState(StrEnum):
 
 # --- validation helpers -----------------------------------------------------------------------
 
+
 def deployment_name(account_id: str, deployment_id: str) -> str:
     """Full resource name ``accounts/<account>/deployments/<id>`` (also the inference model)."""
     return f"accounts/{account_id}/deployments/{deployment_id}"
@@ -100,7 +141,8 @@ def validate_base_model(value: Any, field: str = "base_model") -> str:
     text = _require_str(value, field)
     if not _BASE_MODEL_RE.fullmatch(text):
         raise FireworksValidationError(
-            field, f"{text!r} must look like 'accounts/<account>/models/<model>' "
+            field,
+            f"{text!r} must look like 'accounts/<account>/models/<model>' "
             "(e.g. 'accounts/fireworks/models/qwen3-8b')",
         )
     return text
@@ -111,7 +153,8 @@ def validate_deployment_shape(value: Any, field: str = "deployment_shape") -> st
     text = _require_str(value, field)
     if not _SHAPE_RE.fullmatch(text):
         raise FireworksValidationError(
-            field, f"{text!r} must look like 'accounts/<account>/deploymentShapes/<shape>' "
+            field,
+            f"{text!r} must look like 'accounts/<account>/deploymentShapes/<shape>' "
             "optionally followed by '/versions/<version>'",
         )
     return text
@@ -122,7 +165,8 @@ def validate_trainer_job(value: Any, field: str = "hot_load_trainer_job") -> str
     text = _require_str(value, field)
     if not _TRAINER_JOB_RE.fullmatch(text):
         raise FireworksValidationError(
-            field, f"{text!r} must look like 'accounts/<account>/rlorTrainerJobs/<job>'",
+            field,
+            f"{text!r} must look like 'accounts/<account>/rlorTrainerJobs/<job>'",
         )
     return text
 
@@ -131,7 +175,8 @@ def _validate_choice(value: Any, field: str, choices: frozenset[str]) -> str:
     text = _require_str(value, field).upper()
     if text not in choices:
         raise FireworksValidationError(
-            field, f"{value!r} is not one of {', '.join(sorted(choices))}",
+            field,
+            f"{value!r} is not one of {', '.join(sorted(choices))}",
         )
     return text
 
@@ -168,7 +213,8 @@ def validate_update_mask(body: Mapping[str, Any], update_mask: str | Sequence[st
     for path in paths:
         if not _SNAKE_PATH_RE.fullmatch(path):
             raise FireworksValidationError(
-                "update_mask", f"path {path!r} must be snake_case (e.g. {camel_to_snake(path)!r})",
+                "update_mask",
+                f"path {path!r} must be snake_case (e.g. {camel_to_snake(path)!r})",
             )
     roots = {p.split(".", 1)[0] for p in paths}
     for key in body:
@@ -233,22 +279,27 @@ class DeploymentConfig:
             )
         if self.hot_load_bucket_type is not None:
             self.hot_load_bucket_type = _validate_choice(
-                self.hot_load_bucket_type, "hot_load_bucket_type", HOT_LOAD_BUCKET_TYPES)
+                self.hot_load_bucket_type, "hot_load_bucket_type", HOT_LOAD_BUCKET_TYPES
+            )
         if self.hot_load_trainer_job is not None:
             self.hot_load_trainer_job = validate_trainer_job(self.hot_load_trainer_job)
         if self.hot_load_transition_type is not None:
             self.hot_load_transition_type = _validate_choice(
-                self.hot_load_transition_type, "hot_load_transition_type", HOT_LOAD_TRANSITION_TYPES)
+                self.hot_load_transition_type, "hot_load_transition_type", HOT_LOAD_TRANSITION_TYPES
+            )
         for name in _BOOL_FIELDS:
             value = getattr(self, name)
             if value is not None or name not in _OPTIONAL_BOOL_FIELDS:
                 check_bool(value, name)
         if self.extra_args is not None:
-            if isinstance(self.extra_args, str) or not isinstance(self.extra_args, Sequence) or not all(
-                isinstance(a, str) for a in self.extra_args
+            if (
+                isinstance(self.extra_args, str)
+                or not isinstance(self.extra_args, Sequence)
+                or not all(isinstance(a, str) for a in self.extra_args)
             ):
                 raise FireworksValidationError(
-                    "extra_args", "must be a list of strings, e.g. ['--flag', 'value']")
+                    "extra_args", "must be a list of strings, e.g. ['--flag', 'value']"
+                )
             self.extra_args = [part for arg in self.extra_args for part in arg.split()]
         if self.extra_values is not None:
             self.extra_values = check_str_map(self.extra_values, "extra_values")
@@ -268,7 +319,8 @@ class DeploymentConfig:
                     "drop one of them",
                 )
             self.accelerator_type = _validate_choice(
-                self.accelerator_type, "accelerator_type", ACCELERATOR_TYPES)
+                self.accelerator_type, "accelerator_type", ACCELERATOR_TYPES
+            )
         if self.accelerator_count is not None:
             if self.deployment_shape is not None:
                 raise FireworksValidationError(
@@ -285,7 +337,8 @@ class DeploymentConfig:
             self.scale_down_window_s = check_seconds(self.scale_down_window_s, "scale_down_window_s")
         if self.scale_to_zero_window_s is not None:
             self.scale_to_zero_window_s = check_seconds(
-                self.scale_to_zero_window_s, "scale_to_zero_window_s", minimum=MIN_SCALE_TO_ZERO_WINDOW_S)
+                self.scale_to_zero_window_s, "scale_to_zero_window_s", minimum=MIN_SCALE_TO_ZERO_WINDOW_S
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeploymentConfig:
@@ -296,7 +349,8 @@ class DeploymentConfig:
         for key in data:
             if key not in known:
                 raise FireworksValidationError(
-                    str(key), f"unknown deployment config key; valid keys: {', '.join(sorted(known))}")
+                    str(key), f"unknown deployment config key; valid keys: {', '.join(sorted(known))}"
+                )
         for required in ("deployment_id", "base_model"):
             if data.get(required) is None:
                 raise FireworksValidationError(required, "is required")
@@ -333,8 +387,11 @@ class DeploymentConfig:
         if self.annotations:
             body["annotations"] = dict(self.annotations)
         autoscaling: dict[str, str] = {}
-        for attr, key in (("scale_up_window_s", "scaleUpWindow"), ("scale_down_window_s", "scaleDownWindow"),
-                          ("scale_to_zero_window_s", "scaleToZeroWindow")):
+        for attr, key in (
+            ("scale_up_window_s", "scaleUpWindow"),
+            ("scale_down_window_s", "scaleDownWindow"),
+            ("scale_to_zero_window_s", "scaleToZeroWindow"),
+        ):
             value = getattr(self, attr)
             if value is not None:
                 autoscaling[key] = _duration(value)
@@ -378,6 +435,7 @@ def _coerce(key: str, value: Any) -> Any:
 
 # --- DeploymentInfo ---------------------------------------------------------------------------
 
+
 def _pick(body: Mapping[str, Any], snake: str, camel: str) -> Any:
     return body[camel] if camel in body else body.get(snake)
 
@@ -409,7 +467,8 @@ def _status_message(body: Mapping[str, Any]) -> str | None:
     message = status.get("message") if isinstance(status, Mapping) else status
     if message is not None and not isinstance(message, str):
         raise FireworksError(
-            f"deployment response field 'status.message' should be a string, got {message!r}")
+            f"deployment response field 'status.message' should be a string, got {message!r}"
+        )
     return message or None
 
 
@@ -476,6 +535,7 @@ class DeploymentInfo:
 
 # --- Hotload status ---------------------------------------------------------------------------
 
+
 @dataclass
 class ReplicaHotloadStatus:
     """One replica's hot-load state."""
@@ -498,8 +558,10 @@ class ReplicaHotloadStatus:
         )
 
     def describe(self) -> str:
-        return (f"stage {self.stage}, current {self.current_snapshot_identity!r}, "
-                f"target {self.target_snapshot_identity!r}, readiness {self.readiness}")
+        return (
+            f"stage {self.stage}, current {self.current_snapshot_identity!r}, "
+            f"target {self.target_snapshot_identity!r}, readiness {self.readiness}"
+        )
 
 
 @dataclass(frozen=True)
@@ -515,12 +577,15 @@ def _replica_from(item: Any, index: int) -> ReplicaHotloadStatus:
         raise FireworksError(f"hotload status field 'replicas[{index}]' should be an object, got {item!r}")
     current = item.get("current_snapshot_identity")
     if current is not None and not isinstance(current, str):
-        raise FireworksError(f"hotload status field 'replicas[{index}].current_snapshot_identity' "
-                             f"should be a string, got {current!r}")
+        raise FireworksError(
+            f"hotload status field 'replicas[{index}].current_snapshot_identity' "
+            f"should be a string, got {current!r}"
+        )
     readiness = item.get("readiness", False)
     if not isinstance(readiness, bool):
-        raise FireworksError(f"hotload status field 'replicas[{index}].readiness' should be a bool, "
-                             f"got {readiness!r}")
+        raise FireworksError(
+            f"hotload status field 'replicas[{index}].readiness' should be a bool, got {readiness!r}"
+        )
     loading = item.get("loading_state") or {}
     if not isinstance(loading, Mapping):
         raise FireworksError(f"hotload status field 'replicas[{index}].loading_state' should be an object")
@@ -530,7 +595,8 @@ def _replica_from(item: Any, index: int) -> ReplicaHotloadStatus:
     adapters = item.get("loaded_adapters") or []
     if not isinstance(adapters, list) or not all(isinstance(a, Mapping) for a in adapters):
         raise FireworksError(
-            f"hotload status field 'replicas[{index}].loaded_adapters' should be a list of objects")
+            f"hotload status field 'replicas[{index}].loaded_adapters' should be a list of objects"
+        )
     return ReplicaHotloadStatus(
         current_snapshot_identity=current or None,
         readiness=readiness,
@@ -556,7 +622,8 @@ class HotloadStatus:
         replicas = body.get("replicas")
         if not isinstance(replicas, list):
             raise FireworksError(
-                "hotload status has no 'replicas' list; is hot load enabled on this deployment?")
+                "hotload status has no 'replicas' list; is hot load enabled on this deployment?"
+            )
         return cls(replicas=[_replica_from(item, i) for i, item in enumerate(replicas)], raw=dict(body))
 
     @property

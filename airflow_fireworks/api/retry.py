@@ -76,13 +76,20 @@ class RetryPolicy:
     honour_retry_after: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) \
-                or self.max_attempts < 1:
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
             raise FireworksValidationError("max_attempts", "must be an integer >= 1")
         for name in ("initial_backoff_s", "max_backoff_s", "max_total_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not math.isfinite(value) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise FireworksValidationError(name, "must be a finite number >= 0")
         if self.max_backoff_s < self.initial_backoff_s:
             raise FireworksValidationError("max_backoff_s", "must be >= initial_backoff_s")

@@ -366,4 +366,3 @@ class AdaptiveConcurrencyController:
 
 def _is_congestion(metrics: ServerMetrics) -> bool:
     return metrics.transport_error or metrics.http_status_code in _CONGESTION_STATUS
-

@@ -391,9 +391,19 @@ class DeploymentSampler:
         then cancelled.
         """
         params = self.sampling_params(
-            n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, stop=stop,
-            seed=seed, logprobs=logprobs, top_logprobs=top_logprobs, echo=echo, max_seq_len=max_seq_len,
-            include_routing_matrix=include_routing_matrix, **extra,
+            n=n,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            seed=seed,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            echo=echo,
+            max_seq_len=max_seq_len,
+            include_routing_matrix=include_routing_matrix,
+            **extra,
         )
         if (messages is None) == (prompt_token_ids is None):
             raise FireworksValidationError("messages", "give exactly one of messages or prompt_token_ids")
@@ -647,4 +657,3 @@ def _attempt_record(attempt: int, failure: _RetryableFailure) -> dict[str, Any]:
         "response_request_id": failure.request_id,
         "upstream_response_id": failure.upstream.upstream_response_id if failure.upstream else None,
     }
-

@@ -43,8 +43,12 @@ class AirflowCluster:
     def cli(self, *args: str, timeout: float = 120) -> str:
         """Run an ``airflow`` CLI command against this cluster and return its stdout."""
         result = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True,
-            timeout=timeout, check=False,
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if result.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -75,10 +79,13 @@ class AirflowCluster:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         rows = self.query(
             "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
-            dag_id, run_id,
+            dag_id,
+            run_id,
         )
-        return {str(task_id) if map_index == -1 else f"{task_id}[{map_index}]": state  # type: ignore[misc]
-                for task_id, map_index, state in rows}
+        return {
+            str(task_id) if map_index == -1 else f"{task_id}[{map_index}]": state  # type: ignore[misc]
+            for task_id, map_index, state in rows
+        }
 
     def wait_for_run(
         self, dag_id: str, run_id: str, timeout_s: float = 300
@@ -107,8 +114,11 @@ class AirflowCluster:
 
     def logs(self, pattern: str = "**/*.log") -> dict[str, str]:
         """Every log file under the cluster's home matching ``pattern``, by relative path."""
-        return {str(p.relative_to(self.home)): p.read_text(errors="replace")
-                for p in self.home.glob(pattern) if p.is_file()}
+        return {
+            str(p.relative_to(self.home)): p.read_text(errors="replace")
+            for p in self.home.glob(pattern)
+            if p.is_file()
+        }
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -129,26 +139,28 @@ def airflow_cluster(
     """Migrate a fresh database in ``home`` and run the four components until the context exits."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
-        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "TRANSFORMERS_VERBOSITY": "error",
-        "HF_HUB_OFFLINE": "1",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     env.update(extra_env or {})
     home.mkdir(parents=True, exist_ok=True)
     cluster = AirflowCluster(home=home, env=env)
@@ -157,7 +169,10 @@ def airflow_cluster(
         for name in COMPONENTS:
             log = open(home / f"{name}.log", "wb")  # noqa: SIM115 - closed when the process ends
             cluster.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name], env=env, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "airflow", name],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         yield cluster

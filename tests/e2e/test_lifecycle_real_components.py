@@ -25,7 +25,9 @@ def cluster(
     emulator_process: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AirflowCluster]:
     connection = {
-        "conn_type": "fireworks", "host": emulator_process.url, "password": emulator_process.api_key
+        "conn_type": "fireworks",
+        "host": emulator_process.url,
+        "password": emulator_process.api_key,
     }
     with airflow_cluster(
         tmp_path_factory.mktemp("airflow-e2e"),
@@ -44,7 +46,9 @@ def test_waits_are_deferred_and_resumed_by_the_triggerer(cluster: AirflowCluster
 
     assert state == "success", (seen, cluster.home)
     assert cluster.task_states(DAG_ID, run_id) == {
-        "create": "success", "hotload": "success", "release": "success"
+        "create": "success",
+        "hotload": "success",
+        "release": "success",
     }
     assert "deferred" in seen["create"], seen
     assert "deferred" in seen["hotload"], seen
@@ -54,7 +58,8 @@ def test_waits_are_deferred_and_resumed_by_the_triggerer(cluster: AirflowCluster
     assert len(emulator.requests(route="hotload_load")) == 1
     deployment = emulator.session.get(
         f"{emulator.url}/v1/accounts/{emulator.account_id}/deployments/e2e-lifecycle",
-        headers={"X-Api-Key": emulator.api_key}, timeout=5,
+        headers={"X-Api-Key": emulator.api_key},
+        timeout=5,
     ).json()
     assert deployment["replicaCount"] == 0
     assert deployment["activeModelVersion"] == "e2e-step-1"

@@ -112,8 +112,18 @@ async def test_hotload_status(
         assert header in call["headers"]
 
 
-@pytest.mark.parametrize(("status", "route"), [(503, "get"), (429, "get"), (500, "get"), (502, "get"),
-                                                (504, "get"), (408, "get"), (503, "hotload_status")])
+@pytest.mark.parametrize(
+    ("status", "route"),
+    [
+        (503, "get"),
+        (429, "get"),
+        (500, "get"),
+        (502, "get"),
+        (504, "get"),
+        (408, "get"),
+        (503, "hotload_status"),
+    ],
+)
 async def test_transient_answers_retried(
     client: AsyncFireworksClient, sync: DeploymentManager, emu: EmulatorProcess, status: int, route: str
 ) -> None:

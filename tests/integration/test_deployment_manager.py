@@ -50,8 +50,14 @@ def test_account_resolved_once(manager: DeploymentManager, emu: EmulatorProcess)
 
 
 def test_create_sends_the_documented_request(manager: DeploymentManager, emu: EmulatorProcess) -> None:
-    info = manager.create_or_get(config(description="rl run", hot_load_trainer_job=TRAINER_JOB,
-                                        disable_speculative_decoding=True, max_replica_count=2))
+    info = manager.create_or_get(
+        config(
+            description="rl run",
+            hot_load_trainer_job=TRAINER_JOB,
+            disable_speculative_decoding=True,
+            max_replica_count=2,
+        )
+    )
     assert info.deployment_id == "dep-a"
     assert info.name == f"accounts/{emu.account_id}/deployments/dep-a"
     assert info.state is DeploymentState.CREATING
@@ -80,8 +86,10 @@ def test_create_or_get_returns_existing_without_second_create(
 
 
 def test_two_managers_create_once(emu: EmulatorProcess) -> None:
-    with DeploymentManager(emu.api_key, base_url=emu.url, retry_policy=FAST_RETRY) as one, \
-            DeploymentManager(emu.api_key, base_url=emu.url, retry_policy=FAST_RETRY) as two:
+    with (
+        DeploymentManager(emu.api_key, base_url=emu.url, retry_policy=FAST_RETRY) as one,
+        DeploymentManager(emu.api_key, base_url=emu.url, retry_policy=FAST_RETRY) as two,
+    ):
         a = one.create_or_get(config())
         b = two.create_or_get(config())
     assert a.name == b.name
@@ -141,8 +149,12 @@ def test_wait_for_ready_probes_while_creating(manager: DeploymentManager, emu: E
     assert info.state is DeploymentState.READY
     assert manager.get("dep-a").state is DeploymentState.CREATING  # type: ignore[union-attr]
     probe = emu.requests(route="completions")[0]
-    assert probe["body"] == {"model": f"accounts/{emu.account_id}/deployments/dep-a", "prompt": [1, 2],
-                             "max_tokens": 4, "temperature": 0.0}
+    assert probe["body"] == {
+        "model": f"accounts/{emu.account_id}/deployments/dep-a",
+        "prompt": [1, 2],
+        "max_tokens": 4,
+        "temperature": 0.0,
+    }
     assert "authorization" in probe["headers"]
 
 
@@ -179,8 +191,9 @@ def test_wait_for_ready_timeout(manager: DeploymentManager, emu: EmulatorProcess
 def test_update_changes_only_masked_fields(manager: DeploymentManager, emu: EmulatorProcess) -> None:
     manager.create_or_get(config(description="keep me", hot_load_trainer_job=TRAINER_JOB))
     manager.wait_for_ready("dep-a", timeout_s=10, poll_interval_s=0.05)
-    info = manager.update("dep-a", {"maxReplicaCount": 4, "minReplicaCount": 1},
-                          ["max_replica_count", "min_replica_count"])
+    info = manager.update(
+        "dep-a", {"maxReplicaCount": 4, "minReplicaCount": 1}, ["max_replica_count", "min_replica_count"]
+    )
     assert (info.min_replica_count, info.max_replica_count) == (1, 4)
     after = manager.get("dep-a")
     assert after is not None
@@ -193,9 +206,13 @@ def test_update_changes_only_masked_fields(manager: DeploymentManager, emu: Emul
 
 @pytest.mark.parametrize(
     ("body", "mask"),
-    [({"maxReplicaCount": 0}, None), ({"maxReplicaCount": 0}, ""), ({"maxReplicaCount": 0}, []),
-     ({"maxReplicaCount": 0, "description": "x"}, "max_replica_count"),
-     ({"maxReplicaCount": 0}, "maxReplicaCount")],
+    [
+        ({"maxReplicaCount": 0}, None),
+        ({"maxReplicaCount": 0}, ""),
+        ({"maxReplicaCount": 0}, []),
+        ({"maxReplicaCount": 0, "description": "x"}, "max_replica_count"),
+        ({"maxReplicaCount": 0}, "maxReplicaCount"),
+    ],
 )
 def test_update_refuses_without_a_covering_mask(
     manager: DeploymentManager, emu: EmulatorProcess, body: dict[str, object], mask: object
@@ -219,7 +236,8 @@ def test_update_absent_is_a_404_sent_once(manager: DeploymentManager, emu: Emula
 def test_scale_to_zero_sends_explicit_mask(manager: DeploymentManager, emu: EmulatorProcess) -> None:
     emu.configure(mask_less_patch="replace")
     manager.create_or_get(
-        config(description="keep me", hot_load_trainer_job=TRAINER_JOB, max_replica_count=2))
+        config(description="keep me", hot_load_trainer_job=TRAINER_JOB, max_replica_count=2)
+    )
     manager.wait_for_ready("dep-a", timeout_s=10, poll_interval_s=0.05)
     info = manager.scale_to_zero("dep-a")
     assert (info.min_replica_count, info.max_replica_count) == (0, 0)
@@ -297,8 +315,10 @@ def test_bad_input_is_refused_before_any_request(manager: DeploymentManager, emu
         (lambda: manager.warmup("m", max_retries=0), "max_retries"),
         (lambda: manager.hotload("dep-a", "qwen3", "s1"), "base_model"),
         (lambda: manager.hotload("dep-a", BASE_MODEL, ""), "snapshot_identity"),
-        (lambda: manager.hotload("dep-a", BASE_MODEL, "s1", {"compression_format": "arc_v2"}),
-         "incremental_snapshot_metadata"),
+        (
+            lambda: manager.hotload("dep-a", BASE_MODEL, "s1", {"compression_format": "arc_v2"}),
+            "incremental_snapshot_metadata",
+        ),
         (lambda: manager.hotload_check_status("dep-a", BASE_MODEL, timeout=0), "timeout"),
         (lambda: manager.wait_for_hotload("dep-a", BASE_MODEL, "s1", timeout_seconds=-5), "timeout_seconds"),
         (lambda: list(manager.list_deployments(page_size=500)), "page_size"),

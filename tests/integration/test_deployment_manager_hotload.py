@@ -31,8 +31,14 @@ def ready_manager(
     emu: EmulatorProcess, replicas: int = 1, policy: RetryPolicy = FAST_RETRY
 ) -> DeploymentManager:
     mgr = DeploymentManager(emu.api_key, base_url=emu.url, retry_policy=policy)
-    mgr.create_or_get(DeploymentConfig(deployment_id="dep-h", base_model=BASE_MODEL,
-                                       min_replica_count=replicas, max_replica_count=replicas))
+    mgr.create_or_get(
+        DeploymentConfig(
+            deployment_id="dep-h",
+            base_model=BASE_MODEL,
+            min_replica_count=replicas,
+            max_replica_count=replicas,
+        )
+    )
     mgr.wait_for_ready("dep-h", timeout_s=10, poll_interval_s=0.05)
     return mgr
 
@@ -65,13 +71,19 @@ def test_full_hotload_and_wait(manager: DeploymentManager, emu: EmulatorProcess)
 def test_incremental_hotload(manager: DeploymentManager, emu: EmulatorProcess) -> None:
     manager.hotload_and_wait("dep-h", BASE_MODEL, "snap-1", timeout_seconds=10, poll_interval=0.02)
     status = manager.hotload_and_wait(
-        "dep-h", BASE_MODEL, "snap-2", {"previous_snapshot_identity": "snap-1"},
-        timeout_seconds=10, poll_interval=0.02,
+        "dep-h",
+        BASE_MODEL,
+        "snap-2",
+        {"previous_snapshot_identity": "snap-1"},
+        timeout_seconds=10,
+        poll_interval=0.02,
     )
     assert status.current_identities == ["snap-2"]
     delta = emu.requests(route="hotload_load")[-1]["body"]
     assert delta["incremental_snapshot_metadata"] == {
-        "previous_snapshot_identity": "snap-1", "compression_format": "arc_v2", "checksum_format": "alder32",
+        "previous_snapshot_identity": "snap-1",
+        "compression_format": "arc_v2",
+        "checksum_format": "alder32",
     }
 
 
@@ -84,8 +96,14 @@ def test_waits_for_every_replica(emu: EmulatorProcess) -> None:
 def test_delta_on_wrong_base_fails(manager: DeploymentManager) -> None:
     manager.hotload_and_wait("dep-h", BASE_MODEL, "snap-1", timeout_seconds=10, poll_interval=0.02)
     with pytest.raises(HotloadFailedError) as info:
-        manager.hotload_and_wait("dep-h", BASE_MODEL, "snap-3", {"previous_snapshot_identity": "snap-2"},
-                                 timeout_seconds=10, poll_interval=0.02)
+        manager.hotload_and_wait(
+            "dep-h",
+            BASE_MODEL,
+            "snap-3",
+            {"previous_snapshot_identity": "snap-2"},
+            timeout_seconds=10,
+            poll_interval=0.02,
+        )
     assert info.value.identity == "snap-3"
     assert info.value.stage == "error"
     assert "snap-2" in str(info.value)
@@ -137,8 +155,13 @@ def test_permanent_status_error_raises_at_once(manager: DeploymentManager, emu: 
 
 
 def test_reset_prompt_cache_fallback(manager: DeploymentManager, emu: EmulatorProcess) -> None:
-    emu.add_fault(route="hotload_load", kind="status", status=400, times=1,
-                  message="Extra inputs are not permitted, field: 'reset_prompt_cache'")
+    emu.add_fault(
+        route="hotload_load",
+        kind="status",
+        status=400,
+        times=1,
+        message="Extra inputs are not permitted, field: 'reset_prompt_cache'",
+    )
     manager.hotload("dep-h", BASE_MODEL, "snap-1")
     manager.hotload("dep-h", BASE_MODEL, "snap-2")
     calls = emu.requests(route="hotload_load")
@@ -155,9 +178,11 @@ def test_other_400_is_not_swallowed(manager: DeploymentManager, emu: EmulatorPro
 
 def test_hotload_before_replicas_is_retried_as_not_ready(emu: EmulatorProcess) -> None:
     emu.configure(create_delay_s=60)
-    with DeploymentManager(emu.api_key, base_url=emu.url,
-                           retry_policy=RetryPolicy(max_attempts=2, initial_backoff_s=0.01,
-                                                    max_backoff_s=0.02)) as mgr:
+    with DeploymentManager(
+        emu.api_key,
+        base_url=emu.url,
+        retry_policy=RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.02),
+    ) as mgr:
         mgr.create_or_get(DeploymentConfig(deployment_id="dep-h", base_model=BASE_MODEL))
         with pytest.raises(FireworksAPIError) as info:
             mgr.hotload("dep-h", BASE_MODEL, "snap-1")
@@ -167,8 +192,9 @@ def test_hotload_before_replicas_is_retried_as_not_ready(emu: EmulatorProcess) -
 
 
 def test_status_of_deployment_without_hot_load(manager: DeploymentManager) -> None:
-    manager.create_or_get(DeploymentConfig(deployment_id="dep-plain", base_model=BASE_MODEL,
-                                           enable_hot_load=False))
+    manager.create_or_get(
+        DeploymentConfig(deployment_id="dep-plain", base_model=BASE_MODEL, enable_hot_load=False)
+    )
     with pytest.raises(FireworksAPIError, match="hot load") as info:
         manager.hotload_check_status("dep-plain", BASE_MODEL)
     assert info.value.status_code == 400

@@ -39,8 +39,11 @@ def read_jsonl(uri: str) -> list[dict]:
 def test_rl_loop_runs_every_step_and_releases_the_gpus(emulator, fireworks_conn_env, tmp_path):
     emulator.configure(**FAST_EMULATOR)
 
-    run = run_dag_file(EXAMPLE_DAGS / "fireworks_rl_loop.py", "fireworks_rl_loop",
-                       conf={"output_root": tmp_path.as_uri(), "samples_per_prompt": 2, "max_tokens": 24})
+    run = run_dag_file(
+        EXAMPLE_DAGS / "fireworks_rl_loop.py",
+        "fireworks_rl_loop",
+        conf={"output_root": tmp_path.as_uri(), "samples_per_prompt": 2, "max_tokens": 24},
+    )
 
     states = task_states(run)
     assert run.state == "success", states
@@ -53,7 +56,8 @@ def test_rl_loop_runs_every_step_and_releases_the_gpus(emulator, fireworks_conn_
         records = read_jsonl(summary["completions_uri"])
         assert len(records) == 96 * 2
         assert {(r["prompt_index"], r["sample_index"]) for r in records} == {
-            (p, s) for p in range(96) for s in range(2)}
+            (p, s) for p in range(96) for s in range(2)
+        }
         if step > 0:
             manifest = json.loads(Path(summary["manifest_uri"].removeprefix("file://")).read_text())
             previous_window = xcom(run, f"sample_step_{step - 1}")["controller"]["final_window"]
@@ -64,7 +68,9 @@ def test_rl_loop_runs_every_step_and_releases_the_gpus(emulator, fireworks_conn_
             assert xcom(run, f"hotload_step_{step + 1}")["identity"] == trained["snapshot_identity"]
     deployment = emulator.session.get(
         f"{emulator.url}/v1/accounts/{emulator.account_id}/deployments/grpo-arith-qwen3-8b",
-        headers={"X-Api-Key": emulator.api_key}, timeout=5).json()
+        headers={"X-Api-Key": emulator.api_key},
+        timeout=5,
+    ).json()
     assert deployment["replicaCount"] == 0
     assert deployment["activeModelVersion"] == identities[-1]
 
@@ -72,8 +78,11 @@ def test_rl_loop_runs_every_step_and_releases_the_gpus(emulator, fireworks_conn_
 def test_mapped_eval_samples_every_shard_and_summarizes(emulator, fireworks_conn_env, tmp_path):
     emulator.configure(**FAST_EMULATOR)
 
-    run = run_dag_file(EXAMPLE_DAGS / "fireworks_mapped_eval.py", "fireworks_mapped_eval",
-                       conf={"output_root": tmp_path.as_uri()})
+    run = run_dag_file(
+        EXAMPLE_DAGS / "fireworks_mapped_eval.py",
+        "fireworks_mapped_eval",
+        conf={"output_root": tmp_path.as_uri()},
+    )
 
     states = task_states(run)
     assert run.state == "success", states
@@ -93,8 +102,9 @@ def test_cleanup_deletes_only_the_family(emulator, fireworks_conn_env):
 
     with DeploymentManager(api_key=TEST_API_KEY, base_url=emulator.url) as manager:
         for deployment_id in ("grpo-arith-a", "grpo-arith-b", "other-experiment"):
-            manager.create_or_get(DeploymentConfig(deployment_id=deployment_id,
-                                                   base_model="accounts/fireworks/models/qwen3-8b"))
+            manager.create_or_get(
+                DeploymentConfig(deployment_id=deployment_id, base_model="accounts/fireworks/models/qwen3-8b")
+            )
         run = run_dag_file(EXAMPLE_DAGS / "fireworks_cleanup.py", "fireworks_cleanup")
         remaining = {info.deployment_id for info in manager.list_deployments()}
 

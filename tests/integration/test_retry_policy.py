@@ -109,8 +109,10 @@ def test_resets_are_bounded(manager: DeploymentManager, emulator: EmulatorProces
 
 
 def test_wrong_key_is_a_single_401(emulator: EmulatorProcess) -> None:
-    with DeploymentManager("fw-not-the-key-0000", base_url=emulator.url, retry_policy=POLICY) as mgr, \
-            pytest.raises(FireworksAPIError) as info:
+    with (
+        DeploymentManager("fw-not-the-key-0000", base_url=emulator.url, retry_policy=POLICY) as mgr,
+        pytest.raises(FireworksAPIError) as info,
+    ):
         _ = mgr.account_id
     assert info.value.status_code == 401
     assert "training-scoped" in str(info.value)

@@ -608,8 +608,15 @@ def test_a_deployment_that_stops_serving_stops_the_task_and_a_retry_resumes(emu,
 
     vanisher = threading.Thread(target=vanish_when_some_are_done)
     vanisher.start()
-    first = operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{out}", concurrency=4,
-                     not_ready_retries=2, not_ready_interval_s=0.05)
+    first = operator(
+        prompts=prompts,
+        tokenizer=tokenizer,
+        n=2,
+        output_path=f"file://{out}",
+        concurrency=4,
+        not_ready_retries=2,
+        not_ready_interval_s=0.05,
+    )
     with pytest.raises(AirflowException, match=r"Sampling stopped after .* still not serving") as caught:
         first.execute(context())
     vanisher.join()
@@ -619,8 +626,9 @@ def test_a_deployment_that_stops_serving_stops_the_task_and_a_retry_resumes(emu,
     refused = [r for r in completion_requests(emu) if r["status"] == 404]
     assert len(refused) <= 4 * (2 + 1)  # at most the requests in flight, each with its 2 retries
     create_deployment(emu)
-    summary = operator(prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{out}",
-                       concurrency=4).execute(context(try_number=2))
+    summary = operator(
+        prompts=prompts, tokenizer=tokenizer, n=2, output_path=f"file://{out}", concurrency=4
+    ).execute(context(try_number=2))
 
     records = read_jsonl(out / "shard-000000" / "completions.jsonl")
     assert [(r["prompt_index"], r["sample_index"]) for r in records] == [

@@ -624,9 +624,7 @@ SAMPLER_ERRORS: list[tuple[str, dict[str, Any] | str, Outcome]] = [
     (
         "deployment-goes-failed",
         "fail",
-        Outcome(
-            DeploymentNotServingError, ("HTTP 425", "FAILED", "still not serving after"), attempts=1
-        ),
+        Outcome(DeploymentNotServingError, ("HTTP 425", "FAILED", "still not serving after"), attempts=1),
     ),
     (
         "deployment-deleted",

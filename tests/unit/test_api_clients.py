@@ -14,19 +14,28 @@ KEY = "fw-unit-key-7c6b5a4d3e2f"
 def test_urls_default_and_normalise() -> None:
     with DeploymentManager(KEY) as mgr:
         assert mgr.base_url == mgr.inference_url == mgr.hotload_api_url == "https://api.fireworks.ai"
-    with DeploymentManager(KEY, base_url="http://localhost:8765/", inference_url="http://gw:1/",
-                           hotload_api_url="http://hl:2/") as mgr:
+    with DeploymentManager(
+        KEY, base_url="http://localhost:8765/", inference_url="http://gw:1/", hotload_api_url="http://hl:2/"
+    ) as mgr:
         assert (mgr.base_url, mgr.inference_url, mgr.hotload_api_url) == (
-            "http://localhost:8765", "http://gw:1", "http://hl:2")
+            "http://localhost:8765",
+            "http://gw:1",
+            "http://hl:2",
+        )
 
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"base_url": "ftp://x"}, "base_url"), ({"base_url": "localhost:80"}, "base_url"),
-     ({"inference_url": "http://h/?q=1"}, "inference_url"),
-     ({"hotload_api_url": "nohost"}, "hotload_api_url"),
-     ({"timeout_s": 0}, "timeout_s"), ({"verify_ssl": "no"}, "verify_ssl"),
-     ({"additional_headers": {"X-A": 1}}, "additional_headers"), ({"retry_policy": 3}, "retry_policy")],
+    [
+        ({"base_url": "ftp://x"}, "base_url"),
+        ({"base_url": "localhost:80"}, "base_url"),
+        ({"inference_url": "http://h/?q=1"}, "inference_url"),
+        ({"hotload_api_url": "nohost"}, "hotload_api_url"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"verify_ssl": "no"}, "verify_ssl"),
+        ({"additional_headers": {"X-A": 1}}, "additional_headers"),
+        ({"retry_policy": 3}, "retry_policy"),
+    ],
 )
 def test_constructor_rejects_bad_input(kwargs: dict[str, object], field: str) -> None:
     for cls in (DeploymentManager, AsyncFireworksClient):
@@ -91,20 +100,30 @@ def test_tls_verified_unless_disabled_and_disabling_is_logged(caplog: pytest.Log
 
 @pytest.mark.parametrize(
     ("body", "expected"),
-    [(b'{"error": {"code": "INVALID_ARGUMENT", "message": "bad shape"}}', "bad shape"),
-     (b'{"code": 3, "message": "rpc style", "details": []}', "rpc style"),
-     (b'{"detail": [{"msg": "Extra inputs are not permitted"}]}',
-      '{"detail": [{"msg": "Extra inputs are not permitted"}]}'),
-     (b"<html>502 Bad Gateway</html>", "<html>502 Bad Gateway</html>"),
-     (b"", "")],
+    [
+        (b'{"error": {"code": "INVALID_ARGUMENT", "message": "bad shape"}}', "bad shape"),
+        (b'{"code": 3, "message": "rpc style", "details": []}', "rpc style"),
+        (
+            b'{"detail": [{"msg": "Extra inputs are not permitted"}]}',
+            '{"detail": [{"msg": "Extra inputs are not permitted"}]}',
+        ),
+        (b"<html>502 Bad Gateway</html>", "<html>502 Bad Gateway</html>"),
+        (b"", ""),
+    ],
 )
 def test_error_message_parsing(body: bytes, expected: str) -> None:
     assert _http.error_message(body) == expected
 
 
 def test_api_error_scrubs_key_and_reads_request_id() -> None:
-    err = _http.api_error(503, f'{{"error": {{"message": "bad key {KEY}"}}}}'.encode(),
-                          {"x-fireworks-request-id": "r-9", "Retry-After": "2"}, "GET", "http://h/x", KEY)
+    err = _http.api_error(
+        503,
+        f'{{"error": {{"message": "bad key {KEY}"}}}}'.encode(),
+        {"x-fireworks-request-id": "r-9", "Retry-After": "2"},
+        "GET",
+        "http://h/x",
+        KEY,
+    )
     assert KEY not in str(err)
     assert err.request_id == "r-9"
     assert err.retry_after_s == 2.0

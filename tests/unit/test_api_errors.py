@@ -15,16 +15,19 @@ from airflow_fireworks.api import (
 
 
 def test_api_error_text() -> None:
-    err = FireworksAPIError(400, "bad shape", method="POST", url="http://h/v1/accounts/a/deployments",
-                            request_id="req-1")
+    err = FireworksAPIError(
+        400, "bad shape", method="POST", url="http://h/v1/accounts/a/deployments", request_id="req-1"
+    )
     text = str(err)
     assert text.startswith("HTTP 400 POST http://h/v1/accounts/a/deployments: bad shape (request id req-1)")
     assert "deployment shape" in text
     assert err.retryable is False
 
 
-@pytest.mark.parametrize(("status", "word"), [(401, "training-scoped"), (403, "permission"),
-                                              (404, "not found"), (409, "exists"), (429, "rate")])
+@pytest.mark.parametrize(
+    ("status", "word"),
+    [(401, "training-scoped"), (403, "permission"), (404, "not found"), (409, "exists"), (429, "rate")],
+)
 def test_hints(status: int, word: str) -> None:
     assert word in str(FireworksAPIError(status, "m", method="GET", url="u"))
 

@@ -79,10 +79,14 @@ class TestValidation:
             ({"hot_load_transition_type": "LAZY"}, "hot_load_transition_type"),
             ({"accelerator_type": "NVIDIA_GTX_1080"}, "accelerator_type"),
             ({"accelerator_type": "ACCELERATOR_TYPE_UNSPECIFIED"}, "accelerator_type"),
-            ({"deployment_shape": "accounts/f/deploymentShapes/s", "accelerator_type": "NVIDIA_H100_80GB"},
-             "accelerator_type"),
-            ({"deployment_shape": "accounts/f/deploymentShapes/s", "accelerator_count": 2},
-             "accelerator_count"),
+            (
+                {"deployment_shape": "accounts/f/deploymentShapes/s", "accelerator_type": "NVIDIA_H100_80GB"},
+                "accelerator_type",
+            ),
+            (
+                {"deployment_shape": "accounts/f/deploymentShapes/s", "accelerator_count": 2},
+                "accelerator_count",
+            ),
             ({"accelerator_count": 0}, "accelerator_count"),
             ({"scale_to_zero_window_s": 299}, "scale_to_zero_window_s"),
             ({"scale_up_window_s": -1}, "scale_up_window_s"),
@@ -103,8 +107,9 @@ class TestValidation:
         assert isinstance(info.value, ValueError)
 
     def test_normalises_enums(self) -> None:
-        cfg = config(hot_load_transition_type=" sync ", region="us_iowa_1",
-                     accelerator_type="nvidia_h100_80gb")
+        cfg = config(
+            hot_load_transition_type=" sync ", region="us_iowa_1", accelerator_type="nvidia_h100_80gb"
+        )
         assert cfg.hot_load_transition_type == "SYNC"
         assert cfg.region == "US_IOWA_1"
         assert cfg.accelerator_type == "NVIDIA_H100_80GB"
@@ -117,8 +122,16 @@ class TestValidation:
 class TestRequestBody:
     def test_defaults(self) -> None:
         body = config().to_request_body()
-        assert list(body) == ["baseModel", "description", "minReplicaCount", "maxReplicaCount",
-                              "enableHotLoad", "forTraining", "hotLoadBucketType", "acceleratorType"]
+        assert list(body) == [
+            "baseModel",
+            "description",
+            "minReplicaCount",
+            "maxReplicaCount",
+            "enableHotLoad",
+            "forTraining",
+            "hotLoadBucketType",
+            "acceleratorType",
+        ]
         assert body["description"] == "Fireworks training deployment"
         assert body["acceleratorType"] == "NVIDIA_H200_141GB"
         assert body["hotLoadBucketType"] == "FW_HOSTED"
@@ -126,24 +139,53 @@ class TestRequestBody:
 
     def test_full_body_key_order_and_formats(self) -> None:
         cfg = config(
-            description="rl", region="US_IOWA_1", hot_load_trainer_job="accounts/a/rlorTrainerJobs/j1",
-            hot_load_transition_type="async", accelerator_type="NVIDIA_H100_80GB", accelerator_count=2,
-            extra_args=["--a 1", "--b"], extra_values={"k": "v"}, annotations={"team": "rl"},
-            scale_up_window_s=30, scale_down_window_s=600.0, scale_to_zero_window_s=300,
-            long_prompt=True, enable_addons=False, disable_speculative_decoding=True,
-            min_replica_count=1, max_replica_count=4, for_training=True,
+            description="rl",
+            region="US_IOWA_1",
+            hot_load_trainer_job="accounts/a/rlorTrainerJobs/j1",
+            hot_load_transition_type="async",
+            accelerator_type="NVIDIA_H100_80GB",
+            accelerator_count=2,
+            extra_args=["--a 1", "--b"],
+            extra_values={"k": "v"},
+            annotations={"team": "rl"},
+            scale_up_window_s=30,
+            scale_down_window_s=600.0,
+            scale_to_zero_window_s=300,
+            long_prompt=True,
+            enable_addons=False,
+            disable_speculative_decoding=True,
+            min_replica_count=1,
+            max_replica_count=4,
+            for_training=True,
         )
         body = cfg.to_request_body()
         assert list(body) == [
-            "baseModel", "description", "minReplicaCount", "maxReplicaCount", "enableHotLoad",
-            "forTraining", "placement", "hotLoadBucketType", "hotLoadTrainerJob", "hotLoadTransitionType",
-            "acceleratorType", "acceleratorCount", "extraArgs", "extraValues", "annotations",
-            "autoscalingPolicy", "autoTune", "enableAddons",
+            "baseModel",
+            "description",
+            "minReplicaCount",
+            "maxReplicaCount",
+            "enableHotLoad",
+            "forTraining",
+            "placement",
+            "hotLoadBucketType",
+            "hotLoadTrainerJob",
+            "hotLoadTransitionType",
+            "acceleratorType",
+            "acceleratorCount",
+            "extraArgs",
+            "extraValues",
+            "annotations",
+            "autoscalingPolicy",
+            "autoTune",
+            "enableAddons",
         ]
         assert body["placement"] == {"region": "US_IOWA_1"}
         assert body["extraArgs"] == ["--a", "1", "--b"]
-        assert body["autoscalingPolicy"] == {"scaleUpWindow": "30s", "scaleDownWindow": "600s",
-                                             "scaleToZeroWindow": "300s"}
+        assert body["autoscalingPolicy"] == {
+            "scaleUpWindow": "30s",
+            "scaleDownWindow": "600s",
+            "scaleToZeroWindow": "300s",
+        }
         assert body["autoTune"] == {"longPrompt": True}
         assert body["hotLoadTransitionType"] == "ASYNC"
         assert cfg.to_query_params() == {"deploymentId": "grpo-run", "disableSpeculativeDecoding": "true"}
@@ -164,11 +206,17 @@ class TestRequestBody:
 
 class TestFromDict:
     def test_coerces_rendered_strings(self) -> None:
-        cfg = DeploymentConfig.from_dict({
-            "deployment_id": "run-1", "base_model": BASE, "min_replica_count": "1",
-            "max_replica_count": "2", "enable_hot_load": "False", "scale_to_zero_window_s": "600",
-            "long_prompt": "none",
-        })
+        cfg = DeploymentConfig.from_dict(
+            {
+                "deployment_id": "run-1",
+                "base_model": BASE,
+                "min_replica_count": "1",
+                "max_replica_count": "2",
+                "enable_hot_load": "False",
+                "scale_to_zero_window_s": "600",
+                "long_prompt": "none",
+            }
+        )
         assert (cfg.min_replica_count, cfg.max_replica_count) == (1, 2)
         assert cfg.enable_hot_load is False
         assert cfg.scale_to_zero_window_s == 600.0
@@ -198,10 +246,14 @@ class TestFromDict:
 class TestUpdateMask:
     def test_list_and_string(self) -> None:
         body = {"minReplicaCount": 1, "maxReplicaCount": 2}
-        assert validate_update_mask(body, ["min_replica_count", "max_replica_count"]) == \
-            "min_replica_count,max_replica_count"
-        assert validate_update_mask(body, " min_replica_count , max_replica_count ") == \
-            "min_replica_count,max_replica_count"
+        assert (
+            validate_update_mask(body, ["min_replica_count", "max_replica_count"])
+            == "min_replica_count,max_replica_count"
+        )
+        assert (
+            validate_update_mask(body, " min_replica_count , max_replica_count ")
+            == "min_replica_count,max_replica_count"
+        )
 
     @pytest.mark.parametrize("mask", [None, "", [], " , "])
     def test_empty_mask_refused(self, mask: Any) -> None:
@@ -220,8 +272,10 @@ class TestUpdateMask:
 
     def test_nested_path_covers_root_key(self) -> None:
         body = {"autoscalingPolicy": {"scaleUpWindow": "30s"}}
-        assert validate_update_mask(body, "autoscaling_policy.scale_up_window") == \
-            "autoscaling_policy.scale_up_window"
+        assert (
+            validate_update_mask(body, "autoscaling_policy.scale_up_window")
+            == "autoscaling_policy.scale_up_window"
+        )
 
     def test_empty_body_refused(self) -> None:
         with pytest.raises(FireworksValidationError) as info:
@@ -232,11 +286,17 @@ class TestUpdateMask:
 class TestDeploymentInfo:
     def test_camel_case(self) -> None:
         body = {
-            "name": "accounts/acme/deployments/dep-1", "state": "READY", "baseModel": BASE,
-            "hotLoadBucketUrl": "gs://b/p", "hotLoadTrainerJob": "accounts/acme/rlorTrainerJobs/j",
+            "name": "accounts/acme/deployments/dep-1",
+            "state": "READY",
+            "baseModel": BASE,
+            "hotLoadBucketUrl": "gs://b/p",
+            "hotLoadTrainerJob": "accounts/acme/rlorTrainerJobs/j",
             "hotLoadTransitionType": "HOT_LOAD_TRANSITION_TYPE_UNSPECIFIED",
-            "deploymentShape": "accounts/f/deploymentShapes/s/versions/1", "replicaCount": 1,
-            "minReplicaCount": 0, "maxReplicaCount": 2, "status": {"code": "OK", "message": ""},
+            "deploymentShape": "accounts/f/deploymentShapes/s/versions/1",
+            "replicaCount": 1,
+            "minReplicaCount": 0,
+            "maxReplicaCount": 2,
+            "status": {"code": "OK", "message": ""},
         }
         info = DeploymentInfo.from_response(body, "acme")
         assert info.deployment_id == "dep-1"
@@ -254,9 +314,14 @@ class TestDeploymentInfo:
 
     def test_snake_case_and_failure_message(self) -> None:
         info = DeploymentInfo.from_response(
-            {"name": "accounts/a/deployments/d", "state": "FAILED", "base_model": BASE,
-             "hot_load_trainer_job": "accounts/a/rlorTrainerJobs/j", "hot_load_transition_type": "SYNC",
-             "status": {"code": "RESOURCE_EXHAUSTED", "message": "out of GPUs"}},
+            {
+                "name": "accounts/a/deployments/d",
+                "state": "FAILED",
+                "base_model": BASE,
+                "hot_load_trainer_job": "accounts/a/rlorTrainerJobs/j",
+                "hot_load_transition_type": "SYNC",
+                "status": {"code": "RESOURCE_EXHAUSTED", "message": "out of GPUs"},
+            },
             "a",
         )
         assert info.base_model == BASE
@@ -295,10 +360,18 @@ class TestDeploymentInfo:
             DeploymentInfo.from_response([], "a")  # type: ignore[arg-type]
 
 
-def replica(identity: str | None, ready: bool, stage: str = "ready", target: str | None = None,
-            adapters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {"current_snapshot_identity": identity, "readiness": ready,
-                            "loading_state": {"stage": stage, "target_snapshot_identity": target}}
+def replica(
+    identity: str | None,
+    ready: bool,
+    stage: str = "ready",
+    target: str | None = None,
+    adapters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "current_snapshot_identity": identity,
+        "readiness": ready,
+        "loading_state": {"stage": stage, "target_snapshot_identity": target},
+    }
     if adapters is not None:
         item["loaded_adapters"] = adapters
     return item
@@ -328,13 +401,21 @@ class TestHotloadStatus:
         assert "warming" in progress.message
 
     def test_loaded_adapter_counts(self) -> None:
-        status = HotloadStatus.from_response({"replicas": [
-            replica("base", True, adapters=[{"identity": "lora-1", "status": "loaded"}]),
-        ]})
+        status = HotloadStatus.from_response(
+            {
+                "replicas": [
+                    replica("base", True, adapters=[{"identity": "lora-1", "status": "loaded"}]),
+                ]
+            }
+        )
         assert status.evaluate("lora-1").outcome == "ready"
-        status = HotloadStatus.from_response({"replicas": [
-            replica("base", True, adapters=[{"identity": "lora-1", "status": "loading"}]),
-        ]})
+        status = HotloadStatus.from_response(
+            {
+                "replicas": [
+                    replica("base", True, adapters=[{"identity": "lora-1", "status": "loading"}]),
+                ]
+            }
+        )
         assert status.evaluate("lora-1").outcome == "pending"
 
     def test_error_for_expected_identity_fails(self) -> None:

@@ -45,8 +45,17 @@ def test_backoff_floors_at_retry_after_capped_at_max() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("3", 3.0), (" 1.5 ", 1.5), ("0", 0.0), (None, None), ("", None), ("soon", None), ("-1", None),
-     ("inf", None), ("nan", None)],
+    [
+        ("3", 3.0),
+        (" 1.5 ", 1.5),
+        ("0", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-1", None),
+        ("inf", None),
+        ("nan", None),
+    ],
 )
 def test_parse_retry_after_seconds(value: str | None, expected: float | None) -> None:
     assert RetryPolicy.parse_retry_after(value) == expected
@@ -62,9 +71,12 @@ def test_parse_retry_after_http_date() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"max_attempts": 0}, "max_attempts"), ({"initial_backoff_s": -1}, "initial_backoff_s"),
-     ({"max_backoff_s": 0.5, "initial_backoff_s": 1.0}, "max_backoff_s"),
-     ({"max_total_s": float("inf")}, "max_total_s")],
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"initial_backoff_s": -1}, "initial_backoff_s"),
+        ({"max_backoff_s": 0.5, "initial_backoff_s": 1.0}, "max_backoff_s"),
+        ({"max_total_s": float("inf")}, "max_total_s"),
+    ],
 )
 def test_policy_validation(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(FireworksValidationError) as info:
