@@ -542,8 +542,9 @@ class DeploymentManager(_http.BaseClient):
                 gone = isinstance(exc, FireworksAPIError) and exc.status_code == 404
                 if gone and self.get(deployment_id) is None:
                     raise DeploymentNotFoundError(
+                        deployment_id,
                         f"deployment {deployment_id!r} no longer exists; hotload of {expected_identity!r} "
-                        "cannot complete"
+                        "cannot complete",
                     ) from None
                 last = f"status call failed: {exc}"
                 log.info("Hotload status of %s unavailable (%s); still waiting", deployment_id, last)

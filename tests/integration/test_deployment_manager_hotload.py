@@ -10,6 +10,7 @@ import pytest
 from airflow_fireworks.api import (
     DeploymentConfig,
     DeploymentManager,
+    DeploymentNotFoundError,
     FireworksAPIError,
     FireworksTimeoutError,
     HotloadFailedError,
@@ -198,3 +199,12 @@ def test_status_of_deployment_without_hot_load(manager: DeploymentManager) -> No
     with pytest.raises(FireworksAPIError, match="hot load") as info:
         manager.hotload_check_status("dep-plain", BASE_MODEL)
     assert info.value.status_code == 400
+
+
+def test_deployment_deleted_while_waiting_names_it(manager: DeploymentManager, emu: EmulatorProcess) -> None:
+    manager.hotload("dep-h", BASE_MODEL, "snap-1")
+    emu.vanish_deployment("dep-h")
+    with pytest.raises(DeploymentNotFoundError) as info:
+        manager.wait_for_hotload("dep-h", BASE_MODEL, "snap-1", timeout_seconds=10, poll_interval=0.02)
+    assert info.value.deployment_id == "dep-h"
+    assert str(info.value) == "deployment 'dep-h' no longer exists; hotload of 'snap-1' cannot complete"
