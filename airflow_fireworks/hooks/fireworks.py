@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 DEFAULT_CONSOLE_URL = "https://app.fireworks.ai"
 CONN_TYPE = "fireworks"
-_EXTRA_FIELDS = ("inference_url", "hotload_url", "console_url", "additional_headers", "verify_ssl")
 
 
 class FireworksConnectionConfigError(ValueError):
