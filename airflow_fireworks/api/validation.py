@@ -17,8 +17,9 @@ from airflow_fireworks.api.errors import FireworksValidationError
 
 def check_int(value: Any, field: str, low: int, high: int | None = None, *, parse_str: bool = False) -> int:
     """An integer in ``[low, high]`` (no upper bound when ``high`` is None); bools are refused."""
-    if parse_str and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    if parse_str and isinstance(value, str):
+        with suppress(ValueError):
+            value = int(value.strip())
     if (
         isinstance(value, bool)
         or not isinstance(value, int)

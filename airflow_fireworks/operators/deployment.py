@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -447,8 +448,9 @@ class FireworksUpdateDeploymentOperator(FireworksBaseDeploymentOperator):
             value = getattr(self, attr)
             if value is None:
                 continue
-            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-                value = int(value)
+            if isinstance(value, str):
+                with suppress(ValueError):
+                    value = int(value.strip())
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{attr} must be an integer >= 0, got {value!r}")
             self._add(body, paths, key, value, path)

@@ -622,3 +622,18 @@ async def test_a_json_answer_instead_of_a_stream_is_never_counted_as_a_completio
     assert result.error["final_error_kind"] == "sse_truncation"
     assert result.error["attempts"] == QUICK_RETRY.max_attempts
     assert "finish reason" in result.error["message"]
+
+
+@pytest.mark.parametrize(
+    ("operator", "kwargs", "field"),
+    [
+        ("sample", {**SAMPLE, "max_tokens": "--5"}, "max_tokens"),
+        ("sample", {**SAMPLE, "n": "²"}, "n"),
+        ("update", {"deployment_id": "ok-dep", "min_replica_count": "+-1"}, "min_replica_count"),
+    ],
+)
+def test_malformed_integer_strings_name_the_field(operator: str, kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        OPERATORS[operator](task_id="bad", **kwargs)
+    assert_clear(caught, f"{field}", "must be an integer")
+    assert "invalid literal" not in str(caught.value)
