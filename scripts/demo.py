@@ -119,14 +119,14 @@ def print_summary(
     for task, state in states:
         print(f"  {task:<28} {state}")
     print("\nSampling steps:")
-    print(f"  {'step':<8} {'completions':>11} {'tokens':>8} {'tokens/s':>9} {'window':>7} {'errors':>6}")
+    header = ("step", "completions", "tokens", "tokens/s", "final window", "errors")
+    print("  {:<8} {:>11} {:>8} {:>9} {:>12} {:>6}".format(*header))
     for step, manifest in manifests:
-        controller = manifest.get("controller") or {}
-        window = controller.get("window_after", controller.get("window", "-"))
+        window = (manifest.get("controller") or {}).get("final_window", "-")
         tokens_per_s = manifest["throughput"]["completion_tokens_per_s"]
         print(
             f"  {step:<8} {manifest['num_completions']:>11} {manifest['completion_tokens']:>8} "
-            f"{tokens_per_s:>9.0f} {window!s:>7} {manifest['num_prompts_failed']:>6}"
+            f"{tokens_per_s:>9.0f} {window!s:>12} {manifest['num_prompts_failed']:>6}"
         )
     print(f"\nCompletions (JSON Lines) and manifests: {output_root}")
     print(f"Chart of throughput and concurrency window per step: {chart_path}")
