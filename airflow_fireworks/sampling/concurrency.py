@@ -123,6 +123,15 @@ class AdaptiveConcurrencyController:
         check_int(max_window, "max_window", min_window)
         check_int(initial_window, "initial_window", 1)
         check_int(adjustment_interval, "adjustment_interval", 0)
+        for name, value in (
+            ("prefill_queue_target", prefill_queue_target),
+            ("additive_increase", additive_increase),
+            ("multiplicative_decrease", multiplicative_decrease),
+            ("ema_alpha", ema_alpha),
+            ("shrink_cooldown_s", shrink_cooldown_s),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise FireworksValidationError(name, f"must be a number, got {value!r}")
         if not prefill_queue_target > 0:
             raise FireworksValidationError("prefill_queue_target", "must be > 0 seconds")
         if not additive_increase > 0:

@@ -262,3 +262,17 @@ def test_bad_controller_settings_name_the_field(kwargs: dict[str, float], field:
         AdaptiveConcurrencyController(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(FireworksValidationError, match="max_concurrency"):
         FixedConcurrencyController(0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"prefill_queue_target": "fast"}, "prefill_queue_target"),
+        ({"ema_alpha": None}, "ema_alpha"),
+        ({"shrink_cooldown_s": [1]}, "shrink_cooldown_s"),
+        ({"additive_increase": True}, "additive_increase"),
+    ],
+)
+def test_non_numeric_controller_settings_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(FireworksValidationError, match=f"{field}: must be a number"):
+        AdaptiveConcurrencyController(**kwargs)  # type: ignore[arg-type]
