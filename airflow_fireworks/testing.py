@@ -64,6 +64,7 @@ class EmulatorProcess:
             emulator.wait_healthy()
             yield emulator
         finally:
+            emulator.session.close()
             process.terminate()
             try:
                 process.wait(timeout=10)

@@ -92,3 +92,12 @@ def test_prints_its_address_and_stops_cleanly_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_start_closes_its_admin_session_on_exit() -> None:
+    with EmulatorProcess.start(api_key=KEY) as emulator:
+        emulator.stats()
+        pools = emulator.session.get_adapter(emulator.url).poolmanager.pools
+        assert len(pools) == 1
+    assert len(pools) == 0
+    assert emulator.process is not None and emulator.process.poll() is not None
