@@ -35,6 +35,7 @@ from airflow_fireworks.api import (
     validate_deployment_id,
     validate_update_mask,
 )
+from airflow_fireworks.api.validation import check_bool
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
 from airflow_fireworks.triggers.deployment import (
@@ -568,9 +569,9 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
         self.previous_snapshot_identity = previous_snapshot_identity
         self.compression_format = compression_format
         self.checksum_format = checksum_format
-        self.reset_prompt_cache = reset_prompt_cache
+        self.reset_prompt_cache = check_bool(reset_prompt_cache, "reset_prompt_cache")
         self.source_url = source_url
-        self.warmup = warmup
+        self.warmup = check_bool(warmup, "warmup")
         if (
             isinstance(warmup_max_retries, bool)
             or not isinstance(warmup_max_retries, int)

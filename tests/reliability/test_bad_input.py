@@ -637,3 +637,11 @@ def test_malformed_integer_strings_name_the_field(operator: str, kwargs: dict[st
         OPERATORS[operator](task_id="bad", **kwargs)
     assert_clear(caught, f"{field}", "must be an integer")
     assert "invalid literal" not in str(caught.value)
+
+
+@pytest.mark.parametrize("field", ["reset_prompt_cache", "warmup"])
+def test_hotload_flags_must_be_bools_at_dag_parse(emulator: EmulatorProcess, field: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        FireworksHotloadOperator(task_id="bad", **HOTLOAD, **{field: "no"})
+    assert_clear(caught, field, "true or false")
+    assert emulator.requests() == []
