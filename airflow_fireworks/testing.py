@@ -31,7 +31,7 @@ class EmulatorProcess:
     """A running emulator: its URL, key and account, plus helpers for the admin endpoints."""
 
     url: str
-    api_key: str
+    api_key: str = field(repr=False)
     account_id: str
     process: subprocess.Popen[bytes] | None = None
     session: requests.Session = field(default_factory=requests.Session)

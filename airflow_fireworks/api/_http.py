@@ -212,12 +212,14 @@ def connection_error(exc: BaseException, method: str, url: str, secret: str) -> 
     return FireworksConnectionError(method, redact(url, secret), reason)
 
 
-def parse_json(body: bytes, what: str) -> Any:
-    """Decode a JSON answer or raise a ``FireworksError`` saying which call returned garbage."""
+def parse_json(body: bytes, what: str, secret: str = "") -> Any:
+    """Decode a JSON answer or raise a ``FireworksError`` saying which call returned garbage
+    (quoting its start, with ``secret`` scrubbed)."""
     try:
         return json.loads(body)
-    except ValueError as exc:
-        raise FireworksError(f"{what} returned a body that is not JSON: {body[:100]!r}") from exc
+    except ValueError:
+        quoted = redact(repr(body[:100]), secret)
+        raise FireworksError(f"{what} returned a body that is not JSON: {quoted}") from None
 
 
 def account_from_response(data: Any) -> str:

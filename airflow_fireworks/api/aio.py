@@ -140,7 +140,9 @@ class AsyncFireworksClient(_http.BaseClient):
                 headers=self._control_headers,
                 params={"pageSize": "2"},
             )
-            self._account_id = _http.account_from_response(_http.parse_json(content, "account lookup"))
+            self._account_id = _http.account_from_response(
+                _http.parse_json(content, "account lookup", self._api_key)
+            )
         return self._account_id
 
     async def get_deployment(self, deployment_id: str) -> DeploymentInfo | None:
@@ -155,7 +157,7 @@ class AsyncFireworksClient(_http.BaseClient):
         )
         if status == 404:
             return None
-        data = _http.parse_json(content, "get deployment")
+        data = _http.parse_json(content, "get deployment", self._api_key)
         if not isinstance(data, Mapping):
             raise FireworksError(f"get of deployment {deployment_id!r} did not return a JSON object")
         if not data:
@@ -192,7 +194,7 @@ class AsyncFireworksClient(_http.BaseClient):
         headers = _http.hotload_headers(self._gateway_headers, base_model, account, deployment_id)
         url = f"{self.hotload_api_url}{_http.HOTLOAD_PATH}"
         _, content = await self._request("GET", url, headers=headers)
-        return HotloadStatus.from_response(_http.parse_json(content, "hotload status"))
+        return HotloadStatus.from_response(_http.parse_json(content, "hotload status", self._api_key))
 
     async def delete_deployment(self, deployment_id: str) -> bool:
         """Hard-delete; True if deleted, False if it was already absent. Does not wait."""

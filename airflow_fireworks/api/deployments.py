@@ -159,7 +159,7 @@ class DeploymentManager(_http.BaseClient):
         raise error
 
     def _json(self, response: requests.Response, what: str) -> Any:
-        return _http.parse_json(response.content, what)
+        return _http.parse_json(response.content, what, self._api_key)
 
     def _deployments_url(self) -> str:
         return f"{self.base_url}/v1/accounts/{self.account_id}/deployments"

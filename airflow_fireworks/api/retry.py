@@ -21,6 +21,7 @@ import email.utils
 import logging
 import math
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,14 @@ RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
     aiohttp.ClientPayloadError,
     asyncio.TimeoutError,
     ConnectionError,
+)
+
+
+#: A server certificate that fails verification: permanent, reported at once.
+CERTIFICATE_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.SSLError,
+    aiohttp.ClientConnectorCertificateError,
+    ssl.SSLCertVerificationError,
 )
 
 
@@ -99,10 +108,11 @@ class RetryPolicy:
         return status in RETRYABLE_STATUS
 
     def is_retryable_exception(self, exc: BaseException) -> bool:
-        """True for a retryable status marker or a transport failure (never for our own errors)."""
+        """True for a retryable status marker or a transport failure; never for our own errors,
+        nor for a TLS certificate that fails verification (retrying cannot fix it)."""
         if isinstance(exc, RetryableHTTPStatus):
             return True
-        if isinstance(exc, FireworksError):
+        if isinstance(exc, (FireworksError, *CERTIFICATE_ERRORS)):
             return False
         return isinstance(exc, RETRYABLE_EXCEPTIONS)
 

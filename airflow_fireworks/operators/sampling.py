@@ -158,6 +158,7 @@ def _concurrency(value: Any) -> dict[str, Any]:
     """``{"mode": "adaptive", **params}`` or ``{"mode": "fixed", "max_concurrency": n}``."""
     if value == "adaptive":
         return {"mode": "adaptive"}
+    value = _number(value)  # a fixed window rendered from a template, e.g. "16"
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise FireworksValidationError("concurrency", f"a fixed concurrency must be >= 1, got {value}")

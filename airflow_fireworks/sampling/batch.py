@@ -87,6 +87,10 @@ class _PromptFeed:
         self.exhausted = False
         self.skipped = 0
 
+    def has_ready(self) -> bool:
+        """True when ``next`` can answer without reading or tokenizing anything."""
+        return bool(self._ready) or self.exhausted
+
     def next(self) -> tuple[PromptSpec, list[int] | Exception] | None:
         """The next prompt with its ids (or the error that rules it out); None after the last one."""
         if not self._ready and not self.exhausted:
@@ -204,7 +208,9 @@ async def sample_prompts(
     try:
         while True:
             while len(in_flight) < capacity():
-                item = feed.next()
+                # Refills read the prompt source and chat-template a batch: keep that blocking work
+                # off the event loop, where it would stall every stream in flight.
+                item = feed.next() if feed.has_ready() else await asyncio.to_thread(feed.next)
                 if item is None:
                     break
                 spec, ids = item
@@ -219,19 +225,23 @@ async def sample_prompts(
             done, _ = await asyncio.wait(
                 in_flight, timeout=tracker.seconds_to_report(), return_when=asyncio.FIRST_COMPLETED
             )
+            not_serving: DeploymentNotServingError | None = None
             for task in sorted(done, key=lambda t: in_flight[t].index):
                 spec = in_flight.pop(task)
                 try:
                     completions = task.result()
-                except DeploymentNotServingError:
-                    tracker.report(final=True)
-                    raise
+                except DeploymentNotServingError as exc:
+                    not_serving = not_serving or exc  # yield the rest of this round first
+                    continue
                 except SamplingError as exc:
                     tracker.failed(spec.index, exc)
                     yield PromptResult(spec.index, [], error_info(exc), spec.metadata)
                     continue
                 tracker.succeeded(completions)
                 yield PromptResult(spec.index, completions, None, spec.metadata)
+            if not_serving is not None:
+                tracker.report(final=True)
+                raise not_serving
             tracker.maybe_report()
         tracker.report(final=True)
     finally:

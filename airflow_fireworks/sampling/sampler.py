@@ -9,7 +9,6 @@ concurrency slot per attempt, and is retried only as a whole: a completion is ne
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import time
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from airflow_fireworks.api._http import resolve_verify
 from airflow_fireworks.api.errors import FireworksValidationError
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryPolicy
 from airflow_fireworks.api.validation import check_int, check_number, is_inference_model
@@ -31,6 +31,7 @@ from airflow_fireworks.sampling.errors import (
     DeploymentSamplerTimeoutError,
     SamplingHTTPError,
     SamplingRequestError,
+    StreamProtocolError,
     StreamTruncatedError,
     UpstreamStreamError,
 )
@@ -127,17 +128,6 @@ def check_prompt_ids(ids: Any, field_name: str = "prompt_token_ids") -> list[int
     return ids
 
 
-def _verify_tls(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme != "https":
-        return False
-    try:
-        ipaddress.ip_address(parts.hostname or "")
-    except ValueError:
-        return True
-    return False
-
-
 def _error_message(body: bytes) -> str:
     try:
         payload = json.loads(body)
@@ -207,7 +197,7 @@ class DeploymentSampler:
         self.http_timeout_s = float(http_timeout_s)
         self.not_ready_retries = not_ready_retries
         self.not_ready_interval_s = float(not_ready_interval_s)
-        self.verify_ssl = _verify_tls(self.inference_url) if verify_ssl is None else bool(verify_ssl)
+        self.verify_ssl = resolve_verify(verify_ssl, log)
         self._api_key = api_key
         self._url = self.inference_url + COMPLETIONS_PATH
         headers = {"Content-Type": "application/json", "X-Api-Key": api_key}
@@ -547,8 +537,11 @@ class DeploymentSampler:
                 f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                 metrics=release_metrics,
             ) from exc
+        except StreamProtocolError as exc:
+            self._redact(exc)  # it quotes the start of the offending data
+            raise
         except UpstreamStreamError as exc:
-            self._redact_upstream(exc)
+            self._redact(exc)
             embedded = exc.final_status
             release_metrics = ServerMetrics(
                 http_status_code=embedded,
@@ -564,8 +557,8 @@ class DeploymentSampler:
         finally:
             controller.release(release_metrics)
 
-    def _redact_upstream(self, error: UpstreamStreamError) -> None:
-        """Remove the API key from server text carried by an in-stream error (a server may echo it)."""
+    def _redact(self, error: SamplingRequestError) -> None:
+        """Remove the API key from server text an error carries (a server may echo it)."""
         key = self._api_key
         error.message = error.message.replace(key, "***")
         error.args = (error.message,)

@@ -636,3 +636,14 @@ def test_a_deployment_that_stops_serving_stops_the_task_and_a_retry_resumes(emu,
     ]
     assert summary["num_prompts_resumed"] > 0
     assert summary["num_prompts_resumed"] + summary["num_prompts_sampled"] == 40
+
+
+def test_a_fixed_window_rendered_from_a_template_is_a_number(emu, tokenizer, tmp_path):
+    out = tmp_path / "rollouts"
+
+    operator(prompts=["Say hi."], tokenizer=tokenizer, output_path=f"file://{out}", concurrency="4").execute(
+        context()
+    )
+
+    manifest = json.loads((out / "shard-000000" / "manifest.json").read_text())
+    assert manifest["concurrency"] == {"mode": "fixed", "max_concurrency": 4}

@@ -330,3 +330,36 @@ def test_a_sampler_works_across_successive_event_loops(emu: EmulatorProcess, mod
 
     assert asyncio.run(once()) == 1
     assert asyncio.run(once()) == 1  # a new loop gets a new session
+
+
+async def test_protocol_errors_quoting_server_data_never_carry_the_key(unused_tcp_port: int) -> None:
+    """A server that echoes the key into a malformed stream: the error quotes the data, key scrubbed.
+
+    The emulator's malformed chunk carries no request data, so a small loopback server plays a
+    gateway that echoes what it was sent."""
+    from aiohttp import web
+
+    key = "fw-echoed-secret-9c1d"
+
+    async def echo_key_in_garbage(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"data: not json {request.headers['X-Api-Key']}\n\n".encode())
+        return response
+
+    app = web.Application()
+    app.router.add_post("/inference/v1/completions", echo_key_in_garbage)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    try:
+        async with DeploymentSampler(
+            f"http://127.0.0.1:{unused_tcp_port}", "accounts/a/deployments/d", key, retry_policy=FAST_RETRY
+        ) as sampler:
+            with pytest.raises(StreamProtocolError, match="not JSON") as info:
+                await sampler.sample_with_tokens(prompt_token_ids=[1, 2, 3], max_tokens=4)
+    finally:
+        await runner.cleanup()
+    assert key not in str(info.value)
+    assert key not in repr(info.value.as_error_record())
+    assert "***" in str(info.value)

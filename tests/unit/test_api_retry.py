@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 
 import pytest
@@ -93,6 +94,14 @@ def test_exception_classification() -> None:
     assert not policy.is_retryable_exception(ValueError("bad"))
     assert not policy.is_retryable_exception(FireworksTimeoutError("deadline"))
     assert not policy.is_retryable_exception(FireworksAPIError(400, "x", method="GET", url="u"))
+
+
+def test_certificate_failures_are_not_retried() -> None:
+    """A certificate that fails verification stays failed: report it at once, not after the budget."""
+    policy = RetryPolicy()
+    assert not policy.is_retryable_exception(requests.exceptions.SSLError("certificate verify failed"))
+    assert not policy.is_retryable_exception(ssl.SSLCertVerificationError("self-signed certificate"))
+    assert policy.is_retryable_exception(requests.ConnectionError("reset"))
 
 
 def _api_error(status: int) -> FireworksAPIError:

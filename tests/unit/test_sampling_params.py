@@ -54,7 +54,9 @@ def test_model_may_be_a_base_model_with_a_deployment() -> None:
     sampler = DeploymentSampler("https://api.fireworks.ai/", "accounts/f/models/qwen3-8b#" + MODEL, API_KEY)
     assert sampler.inference_url == "https://api.fireworks.ai"
     assert sampler.verify_ssl
-    assert not DeploymentSampler("https://10.0.0.1", MODEL, API_KEY).verify_ssl
+    # Verified like the control-plane clients, also for an IP host; only verify_ssl=False turns it off.
+    assert DeploymentSampler("https://10.0.0.1", MODEL, API_KEY).verify_ssl
+    assert not DeploymentSampler("https://10.0.0.1", MODEL, API_KEY, verify_ssl=False).verify_ssl
 
 
 @pytest.mark.parametrize(
