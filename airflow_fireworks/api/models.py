@@ -232,7 +232,15 @@ def validate_update_mask(body: Mapping[str, Any], update_mask: str | Sequence[st
 _INT_FIELDS = {"min_replica_count", "max_replica_count", "accelerator_count"}
 _FLOAT_FIELDS = {"scale_up_window_s", "scale_down_window_s", "scale_to_zero_window_s"}
 _OPTIONAL_BOOL_FIELDS = {"long_prompt", "enable_addons"}
-_BOOL_FIELDS = {"disable_speculative_decoding", "enable_hot_load", "for_training", *_OPTIONAL_BOOL_FIELDS}
+_BOOL_FIELDS = {
+    "disable_speculative_decoding",
+    "enable_hot_load",
+    "for_training",
+    "preemptible",
+    "skip_shape_validation",
+    "accept_shapeless_risk",
+    *_OPTIONAL_BOOL_FIELDS,
+}
 
 
 @dataclass
@@ -262,6 +270,10 @@ class DeploymentConfig:
     long_prompt: bool | None = None
     enable_addons: bool | None = None
     annotations: dict[str, str] | None = None
+    preemptible: bool = False
+    skip_shape_validation: bool = False
+    accept_shapeless_risk: bool = False
+    expected_deployment_shape: str | None = None
 
     def __post_init__(self) -> None:
         self.deployment_id = validate_deployment_id(self.deployment_id)
@@ -311,6 +323,20 @@ class DeploymentConfig:
         self._validate_windows()
 
     def _validate_hardware(self) -> None:
+        if self.accept_shapeless_risk and self.deployment_shape is not None:
+            raise FireworksValidationError(
+                "accept_shapeless_risk",
+                "must not be set together with deployment_shape (it is for deployments without a shape)",
+            )
+        if self.expected_deployment_shape is not None and (
+            not isinstance(self.expected_deployment_shape, str)
+            or self.expected_deployment_shape.strip() != (self.deployment_shape or "")
+        ):
+            raise FireworksValidationError(
+                "expected_deployment_shape",
+                f"is {self.expected_deployment_shape!r} but deployment_shape is {self.deployment_shape!r}; "
+                "they must match (a guard against launching on the wrong shape)",
+            )
         if self.accelerator_type is not None:
             if self.deployment_shape is not None:
                 raise FireworksValidationError(
@@ -401,13 +427,20 @@ class DeploymentConfig:
             body["autoTune"] = {"longPrompt": self.long_prompt}
         if self.enable_addons is not None:
             body["enableAddons"] = self.enable_addons
+        if self.preemptible:
+            body["preemptible"] = True
         return body
 
     def to_query_params(self) -> dict[str, str]:
         """Query parameters of the create call."""
         params = {"deploymentId": self.deployment_id}
-        if self.disable_speculative_decoding:
-            params["disableSpeculativeDecoding"] = "true"
+        for flag, name in (
+            (self.skip_shape_validation, "skipShapeValidation"),
+            (self.accept_shapeless_risk, "acceptShapelessRisk"),
+            (self.disable_speculative_decoding, "disableSpeculativeDecoding"),
+        ):
+            if flag:
+                params[name] = "true"
         return params
 
 

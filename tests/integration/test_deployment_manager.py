@@ -74,6 +74,21 @@ def test_create_sends_the_documented_request(manager: DeploymentManager, emu: Em
     assert "authorization" not in create["headers"]
 
 
+def test_create_sends_the_optional_sdk_flags(manager: DeploymentManager, emu: EmulatorProcess) -> None:
+    info = manager.create_or_get(
+        config(skip_shape_validation=True, accept_shapeless_risk=True, preemptible=True)
+    )
+
+    assert info.state is DeploymentState.CREATING
+    [create] = emu.requests(route="create")
+    assert create["query"] == {
+        "deploymentId": "dep-a",
+        "skipShapeValidation": "true",
+        "acceptShapelessRisk": "true",
+    }
+    assert create["body"]["preemptible"] is True
+
+
 def test_create_or_get_returns_existing_without_second_create(
     manager: DeploymentManager, emu: EmulatorProcess
 ) -> None:

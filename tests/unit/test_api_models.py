@@ -442,3 +442,60 @@ class TestHotloadStatus:
             HotloadStatus.from_response({"replicas": [{"readiness": "yes"}]})
         with pytest.raises(FireworksError, match=r"replicas\[0\]"):
             HotloadStatus.from_response({"replicas": ["x"]})
+
+
+def test_sdk_create_options_go_to_the_query_and_body() -> None:
+    config = DeploymentConfig(
+        deployment_id="opts",
+        base_model="accounts/fireworks/models/qwen3-8b",
+        skip_shape_validation=True,
+        accept_shapeless_risk=True,
+        disable_speculative_decoding=True,
+        preemptible=True,
+    )
+
+    assert config.to_query_params() == {
+        "deploymentId": "opts",
+        "skipShapeValidation": "true",
+        "acceptShapelessRisk": "true",
+        "disableSpeculativeDecoding": "true",
+    }
+    assert list(config.to_request_body())[-1] == "preemptible"
+    plain = DeploymentConfig(deployment_id="opts", base_model="accounts/fireworks/models/qwen3-8b")
+    assert plain.to_query_params() == {"deploymentId": "opts"}
+    assert "preemptible" not in plain.to_request_body()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (
+            {"deployment_shape": "accounts/f/deploymentShapes/s", "accept_shapeless_risk": True},
+            "accept_shapeless_risk",
+        ),
+        (
+            {
+                "deployment_shape": "accounts/f/deploymentShapes/s",
+                "expected_deployment_shape": "accounts/f/x",
+            },
+            "expected_deployment_shape",
+        ),
+        ({"expected_deployment_shape": "accounts/f/deploymentShapes/s"}, "expected_deployment_shape"),
+        ({"preemptible": "yes"}, "preemptible"),
+    ],
+)
+def test_sdk_create_option_guards(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(FireworksValidationError) as info:
+        DeploymentConfig(deployment_id="opts", base_model="accounts/fireworks/models/qwen3-8b", **kwargs)
+    assert info.value.field == field
+
+
+def test_expected_deployment_shape_matching_the_shape_is_accepted() -> None:
+    shape = "accounts/f/deploymentShapes/s"
+    config = DeploymentConfig(
+        deployment_id="opts",
+        base_model="accounts/fireworks/models/qwen3-8b",
+        deployment_shape=shape,
+        expected_deployment_shape=f" {shape} ",
+    )
+    assert "expectedDeploymentShape" not in config.to_request_body()
