@@ -10,7 +10,6 @@ from types import TracebackType
 from typing import Any
 
 import requests
-import tenacity
 
 from airflow_fireworks.api import _http
 from airflow_fireworks.api.errors import (
@@ -120,13 +119,7 @@ class DeploymentManager(_http.BaseClient):
         budget_s: float | None = None,
     ) -> requests.Response:
         """Send with the retry policy; statuses in ``expect`` are returned instead of raised."""
-        overrides: dict[str, Any] = {}
-        if budget_s is not None:
-            limit = min(self.retry_policy.max_total_s, max(budget_s, 0.0))
-            overrides["stop"] = tenacity.stop_after_attempt(
-                self.retry_policy.max_attempts
-            ) | tenacity.stop_after_delay(limit)
-        retrying = self.retry_policy.sync_retrying(**overrides)
+        retrying = self.retry_policy.sync_retrying(budget_s=budget_s)
         try:
             response: requests.Response = retrying(
                 self._send, method, url, headers, params, body, timeout or self.timeout_s, tuple(expect)

@@ -150,20 +150,21 @@ class RetryPolicy:
             return None
         return seconds
 
-    def sync_retrying(self, **overrides: Any) -> tenacity.Retrying:
-        """A ``tenacity.Retrying`` for blocking code (requests)."""
-        return tenacity.Retrying(**self._tenacity_kwargs(overrides))
+    def sync_retrying(self, *, budget_s: float | None = None, **overrides: Any) -> tenacity.Retrying:
+        """A ``tenacity.Retrying`` for blocking code (requests). ``budget_s`` shortens the total
+        time (stops and sleeps both respect it), e.g. to a caller's deadline."""
+        return tenacity.Retrying(**self._tenacity_kwargs(budget_s, overrides))
 
-    def async_retrying(self, **overrides: Any) -> tenacity.AsyncRetrying:
+    def async_retrying(self, *, budget_s: float | None = None, **overrides: Any) -> tenacity.AsyncRetrying:
         """A ``tenacity.AsyncRetrying`` for asyncio code (aiohttp); sleeps without blocking."""
-        return tenacity.AsyncRetrying(**self._tenacity_kwargs(overrides))
+        return tenacity.AsyncRetrying(**self._tenacity_kwargs(budget_s, overrides))
 
-    def _tenacity_kwargs(self, overrides: dict[str, Any]) -> dict[str, Any]:
+    def _tenacity_kwargs(self, budget_s: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
+        total_s = self.max_total_s if budget_s is None else min(self.max_total_s, max(budget_s, 0.0))
         kwargs: dict[str, Any] = {
             "retry": tenacity.retry_if_exception(self.is_retryable_exception),
-            "stop": tenacity.stop_after_attempt(self.max_attempts)
-            | tenacity.stop_after_delay(self.max_total_s),
-            "wait": PolicyWait(self),
+            "stop": tenacity.stop_after_attempt(self.max_attempts) | tenacity.stop_after_delay(total_s),
+            "wait": PolicyWait(self, total_s),
             "before_sleep": _log_before_sleep,
             "retry_error_callback": _raise_final_error,
         }
@@ -173,17 +174,18 @@ class RetryPolicy:
 
 class PolicyWait(wait_base):
     """tenacity wait strategy: the policy's jittered backoff, floored at ``Retry-After`` and
-    never sleeping past the total budget."""
+    never sleeping past the total budget (``total_s``, default the policy's ``max_total_s``)."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, total_s: float | None = None) -> None:
         self.policy = policy
+        self.total_s = policy.max_total_s if total_s is None else total_s
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         retry_after: float | None = None
         if retry_state.outcome is not None and retry_state.outcome.failed:
             retry_after = getattr(retry_state.outcome.exception(), "retry_after_s", None)
         delay = self.policy.backoff_s(retry_state.attempt_number, retry_after)
-        remaining = self.policy.max_total_s - (retry_state.seconds_since_start or 0.0)
+        remaining = self.total_s - (retry_state.seconds_since_start or 0.0)
         return max(0.0, min(delay, remaining))
 
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import requests
+import tenacity
 
 from airflow_fireworks.api import (
     RETRYABLE_STATUS,
@@ -190,3 +191,22 @@ async def test_async_retrying() -> None:
                 calls += 1
                 raise RetryableHTTPStatus(504, error=_api_error(504))
     assert calls == FAST.max_attempts
+
+
+def test_a_budget_bounds_every_sleep_and_the_total() -> None:
+    """A caller's shorter deadline (budget_s) caps the sleeps too, not only the stop condition,
+    even when the server asks for a longer Retry-After."""
+    policy = RetryPolicy(max_attempts=5, initial_backoff_s=10.0, max_backoff_s=30.0, max_total_s=300.0)
+    sleeps: list[float] = []
+    retrying = policy.sync_retrying(budget_s=0.5, sleep=sleeps.append)
+
+    def always_busy() -> None:
+        raise RetryableHTTPStatus(503, retry_after_s=20.0)
+
+    with pytest.raises(RetryableHTTPStatus):
+        retrying(always_busy)
+    assert sleeps and all(sleep <= 0.5 for sleep in sleeps)
+    unbounded: list[float] = []
+    with pytest.raises(RetryableHTTPStatus):
+        policy.sync_retrying(sleep=unbounded.append, stop=tenacity.stop_after_attempt(2))(always_busy)
+    assert unbounded == [20.0]
