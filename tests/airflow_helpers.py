@@ -52,13 +52,18 @@ def load_dag_file(path: str | Path, dag_id: str) -> Any:
     return bag.dags[dag_id]
 
 
-def run_dag_file(path: str | Path, dag_id: str, conf: dict[str, Any] | None = None) -> DagRun:
+def run_dag_file(
+    path: str | Path, dag_id: str, conf: dict[str, Any] | None = None, logical_date: Any = None
+) -> DagRun:
     """Parse, serialize and run ``dag_id`` from ``path`` with ``dag.test()``; return the DagRun.
 
     Read the outcome with ``dag_run.state``, ``task_states(dag_run)`` and ``xcom(dag_run, ...)``.
+    Give ``logical_date`` (a datetime) to run a given scheduled day.
     """
     dag = load_dag_file(path, dag_id)
-    return dag.test(run_conf=conf)
+    if logical_date is None:
+        return dag.test(run_conf=conf)
+    return dag.test(run_conf=conf, logical_date=logical_date)
 
 
 def task_states(dag_run: DagRun) -> dict[str, str | None]:
@@ -129,18 +134,24 @@ def task_context(**extra: Any) -> dict[str, Any]:
 
 async def run_deferred(operator: Any, context: dict[str, Any]) -> Any:
     """Call ``execute``; it must defer. Run the trigger for real, as the triggerer would (rebuilt
-    from ``serialize()``), and resume the operator with the event. Returns what it returns."""
+    from ``serialize()``), and resume the operator with the event, as often as it defers again
+    (a wake-up from zero, then a hotload wait). Returns what it returns in the end."""
     from airflow.sdk.exceptions import TaskDeferred
     from airflow.serialization.serialized_objects import BaseSerialization
 
     try:
         operator.execute(context)
-    except TaskDeferred as deferred:
-        classpath, kwargs = deferred.trigger.serialize()
-        stored = BaseSerialization.serialize(kwargs)
-        module, _, name = classpath.rpartition(".")
-        trigger = getattr(importlib.import_module(module), name)(**BaseSerialization.deserialize(stored))
-        event = await trigger.run().asend(None)
-        resume = getattr(operator, deferred.method_name)
-        return resume(context, event=event.payload, **(deferred.kwargs or {}))
+    except TaskDeferred as first:
+        deferred: TaskDeferred | None = first
+        while deferred is not None:
+            classpath, kwargs = deferred.trigger.serialize()
+            stored = BaseSerialization.serialize(kwargs)
+            module, _, name = classpath.rpartition(".")
+            trigger = getattr(importlib.import_module(module), name)(**BaseSerialization.deserialize(stored))
+            event = await trigger.run().asend(None)
+            resume = getattr(operator, deferred.method_name)
+            try:
+                return resume(context, event=event.payload, **(deferred.kwargs or {}))
+            except TaskDeferred as again:
+                deferred = again
     raise AssertionError(f"{type(operator).__name__}.execute() returned without deferring")

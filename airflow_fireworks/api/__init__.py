@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from airflow_fireworks.api.aio import AsyncFireworksClient
-from airflow_fireworks.api.deployments import DeploymentManager
+from airflow_fireworks.api.deployments import DeploymentManager, Reconciliation
+from airflow_fireworks.api.drift import DeploymentDrift, DeploymentDriftError, FieldDrift, config_drift
 from airflow_fireworks.api.errors import (
     DeploymentFailedError,
     DeploymentNotFoundError,
@@ -13,8 +14,10 @@ from airflow_fireworks.api.errors import (
     FireworksTimeoutError,
     FireworksValidationError,
     HotloadFailedError,
+    SnapshotChainError,
 )
 from airflow_fireworks.api.models import (
+    Availability,
     DeploymentConfig,
     DeploymentInfo,
     DeploymentState,
@@ -29,16 +32,29 @@ from airflow_fireworks.api.models import (
     validate_update_mask,
 )
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryableHTTPStatus, RetryPolicy
+from airflow_fireworks.api.waits import (
+    DeploymentCheck,
+    DeploymentScaledToZeroError,
+    DeploymentTarget,
+    check_deployment,
+)
 
 __all__ = [
     "RETRYABLE_STATUS",
     "AsyncFireworksClient",
+    "Availability",
+    "DeploymentCheck",
     "DeploymentConfig",
+    "DeploymentDrift",
+    "DeploymentDriftError",
     "DeploymentFailedError",
     "DeploymentInfo",
     "DeploymentManager",
     "DeploymentNotFoundError",
+    "DeploymentScaledToZeroError",
     "DeploymentState",
+    "DeploymentTarget",
+    "FieldDrift",
     "FireworksAPIError",
     "FireworksConnectionError",
     "FireworksError",
@@ -47,9 +63,13 @@ __all__ = [
     "HotloadFailedError",
     "HotloadProgress",
     "HotloadStatus",
+    "Reconciliation",
     "ReplicaHotloadStatus",
     "RetryPolicy",
     "RetryableHTTPStatus",
+    "SnapshotChainError",
+    "check_deployment",
+    "config_drift",
     "deployment_name",
     "validate_base_model",
     "validate_deployment_id",

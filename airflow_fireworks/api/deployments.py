@@ -7,13 +7,13 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import requests
 
 from airflow_fireworks.api import _http
+from airflow_fireworks.api.drift import DeploymentDriftError, FieldDrift, config_drift
 from airflow_fireworks.api.errors import (
-    DeploymentFailedError,
     DeploymentNotFoundError,
     FireworksAPIError,
     FireworksConnectionError,
@@ -21,11 +21,11 @@ from airflow_fireworks.api.errors import (
     FireworksTimeoutError,
     FireworksValidationError,
     HotloadFailedError,
+    SnapshotChainError,
 )
 from airflow_fireworks.api.models import (
     DeploymentConfig,
     DeploymentInfo,
-    DeploymentState,
     HotloadStatus,
     deployment_name,
     validate_base_model,
@@ -34,6 +34,7 @@ from airflow_fireworks.api.models import (
 )
 from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus, RetryPolicy
 from airflow_fireworks.api.validation import check_bool, check_int, check_seconds
+from airflow_fireworks.api.waits import DeploymentTarget, check_deployment, served
 
 log = logging.getLogger(__name__)
 
@@ -200,22 +201,61 @@ class DeploymentManager(_http.BaseClient):
         return self._info(data, deployment_id, "get")
 
     def create_or_get(self, config: DeploymentConfig, force_recreate: bool = False) -> DeploymentInfo:
-        """Create the deployment, or return the existing one (its config is not compared).
+        """Create the deployment, or return the existing one unchanged (the SDK's semantics).
 
         A FAILED/DELETED/DELETING deployment, or any with ``force_recreate``, is deleted first and
         created again. A 409 from create (a concurrent creator) returns the existing deployment.
+        Differences between an existing deployment and ``config`` are logged, not applied; use
+        :meth:`reconcile` to apply them.
         """
-        if not isinstance(config, DeploymentConfig):
-            raise FireworksValidationError(
-                "config", "must be a DeploymentConfig (build one with DeploymentConfig.from_dict)"
-            )
-        check_bool(force_recreate, "force_recreate")
+        config = _check_config(config, force_recreate)
+        existing = self.get(config.deployment_id)
+        if existing is not None and not (force_recreate or existing.state.is_failed()):
+            drift = config_drift(config, existing)
+            log.info("Deployment %s already exists (%s)", config.deployment_id, existing.describe())
+            for change in drift.changes:
+                log.info(
+                    "Deployment %s differs from the config (not applied): %s",
+                    config.deployment_id,
+                    change.describe(),
+                )
+            return existing
+        return self._create(config, existing, force_recreate)
+
+    def reconcile(self, config: DeploymentConfig, force_recreate: bool = False) -> Reconciliation:
+        """Make the deployment match ``config``: create it, or bring an existing one in line.
+
+        - absent: created; FAILED/DELETED/DELETING, or ``force_recreate``: deleted and created again;
+        - mutable differences (replica counts, autoscaling windows, description, annotations,
+          trainer link, ...): one PATCH whose update mask names exactly those paths, each logged
+          as ``field: old -> new``;
+        - immutable differences (base model, shape, accelerator, region, ...):
+          ``DeploymentDriftError`` naming each field, before anything is written.
+
+        Does not wait: the returned deployment may be UPDATING or CREATING.
+        """
+        config = _check_config(config, force_recreate)
         deployment_id = config.deployment_id
         existing = self.get(deployment_id)
+        if existing is None or force_recreate or existing.state.is_failed():
+            info = self._create(config, existing, force_recreate)
+            return Reconciliation(info, "created" if existing is None else "recreated", ())
+        drift = config_drift(config, existing)
+        if drift.immutable:
+            raise DeploymentDriftError(drift)
+        if not drift.changes:
+            log.info("Deployment %s matches the config (%s)", deployment_id, existing.describe())
+            return Reconciliation(existing, "unchanged", ())
+        for change in drift.changes:
+            log.info("Deployment %s drifted: %s", deployment_id, change.describe())
+        info = self.update(deployment_id, drift.patch_body(), drift.update_mask())
+        return Reconciliation(info, "updated", drift.changes)
+
+    def _create(
+        self, config: DeploymentConfig, existing: DeploymentInfo | None, force_recreate: bool
+    ) -> DeploymentInfo:
+        deployment_id = config.deployment_id
         if existing is not None:
-            if not (force_recreate or existing.state.is_failed()):
-                log.info("Deployment %s already exists (state %s)", deployment_id, existing.state.value)
-                return existing
             log.info(
                 "Recreating deployment %s (state %s, force_recreate=%s)",
                 deployment_id,
@@ -245,40 +285,71 @@ class DeploymentManager(_http.BaseClient):
         return info
 
     def wait_for_ready(
-        self, deployment_id: str, timeout_s: float = 600, poll_interval_s: float = 15
+        self, deployment_id: str, timeout_s: float = 600, poll_interval_s: float = 15, min_replicas: int = 0
     ) -> DeploymentInfo:
-        """Poll until READY (or serving while CREATING, checked with an inference probe).
+        """Poll until READY with at least ``min_replicas`` replicas (or serving while CREATING,
+        checked with an inference probe).
 
         Raises ``DeploymentFailedError`` (FAILED/DELETED/DELETING, with the server's status message),
         ``DeploymentNotFoundError`` (absent) or ``FireworksTimeoutError``.
         """
+        info = self.wait_for(DeploymentTarget.READY, deployment_id, timeout_s, poll_interval_s, min_replicas)
+        assert info is not None  # a READY wait succeeds only on a deployment that exists
+        return info
+
+    def wait_until_serving(
+        self, deployment_id: str, timeout_s: float = 600, poll_interval_s: float = 10
+    ) -> DeploymentInfo:
+        """Poll until at least one replica serves, waking a deployment the platform scaled to zero.
+
+        A deployment at zero replicas whose ``maxReplicaCount`` allows more is sent one small
+        inference request per poll (the request that brings it back), through its cold start.
+        Raises ``DeploymentScaledToZeroError`` at once when ``maxReplicaCount`` is 0,
+        ``DeploymentNotFoundError`` when it is absent, ``DeploymentFailedError`` when it failed.
+        """
+        info = self.wait_for(DeploymentTarget.SERVING, deployment_id, timeout_s, poll_interval_s)
+        assert info is not None  # a SERVING wait succeeds only on a deployment that exists
+        return info
+
+    def wait_for(
+        self,
+        target: DeploymentTarget,
+        deployment_id: str,
+        timeout_s: float = 600,
+        poll_interval_s: float = 15,
+        min_replicas: int = 0,
+    ) -> DeploymentInfo | None:
+        """Poll until ``target`` (see ``check_deployment``); the deployment, None once it is gone.
+
+        Logs each change of what it sees at INFO, not every poll.
+        """
         deployment_id = validate_deployment_id(deployment_id)
         timeout_s = check_seconds(timeout_s, "timeout_s")
         poll_interval_s = check_seconds(poll_interval_s, "poll_interval_s", positive=True)
+        min_replicas = check_int(min_replicas, "min_replicas", 0)
         deadline = time.monotonic() + timeout_s
+        last_message = ""
         while True:
             info = self.get(deployment_id)
-            if info is None:
-                raise DeploymentNotFoundError(deployment_id)
-            if info.state is DeploymentState.READY:
+            check = check_deployment(target, deployment_id, info, min_replicas=min_replicas)
+            if check.outcome == "probe" and info is not None:
+                if self.probe(self.inference_model(deployment_id)):
+                    log.info("Deployment %s answers inference", deployment_id)
+                    return served(info)
+            elif check.outcome == "success":
+                log.info("%s", check.message)
                 return info
-            if info.state.is_failed():
-                raise DeploymentFailedError(deployment_id, info.state.value, info.status_message)
-            if info.state is DeploymentState.CREATING and self.probe(self.inference_model(deployment_id)):
-                log.info("Deployment %s serves while CREATING; treating it as READY", deployment_id)
-                return dataclasses.replace(info, state=DeploymentState.READY)
+            elif check.outcome == "error":
+                raise check.error(deployment_id, info)
+            if check.message != last_message:
+                log.info("%s", check.message)
+                last_message = check.message
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise FireworksTimeoutError(
-                    f"deployment {deployment_id!r} not ready after {timeout_s:g}s "
-                    f"(last state {info.state.value})"
+                    f"deployment {deployment_id!r} not {target.value.replace('_', ' ')} after "
+                    f"{timeout_s:g}s; last seen: {check.message}"
                 )
-            log.info(
-                "Deployment %s is %s; checking again in %.1fs",
-                deployment_id,
-                info.state.value,
-                min(poll_interval_s, remaining),
-            )
             time.sleep(min(poll_interval_s, remaining))
 
     def update(
@@ -331,20 +402,7 @@ class DeploymentManager(_http.BaseClient):
 
     def wait_for_deleted(self, deployment_id: str, timeout_s: float = 60, poll_interval_s: float = 2) -> None:
         """Poll until the deployment is gone (404) or DELETED; ``FireworksTimeoutError`` past the deadline."""
-        deployment_id = validate_deployment_id(deployment_id)
-        timeout_s = check_seconds(timeout_s, "timeout_s")
-        poll_interval_s = check_seconds(poll_interval_s, "poll_interval_s", positive=True)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            info = self.get(deployment_id)
-            if info is None or info.state is DeploymentState.DELETED:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise FireworksTimeoutError(
-                    f"deployment {deployment_id!r} still {info.state.value} after {timeout_s:g}s"
-                )
-            time.sleep(min(poll_interval_s, remaining))
+        self.wait_for(DeploymentTarget.DELETED, deployment_id, timeout_s, poll_interval_s)
 
     def list_deployments(self, filter: str | None = None, page_size: int = 50) -> Iterator[DeploymentInfo]:
         """Every deployment of the account (optionally AIP-160 filtered), page by page."""
@@ -435,8 +493,14 @@ class DeploymentManager(_http.BaseClient):
         incremental_snapshot_metadata: Mapping[str, Any] | None = None,
         reset_prompt_cache: bool = True,
         source_url: str | None = None,
+        check_chain: bool = True,
     ) -> dict[str, Any]:
         """Ask the deployment to load a snapshot (full, or a delta when metadata is given).
+
+        A delta is only valid on top of the identity it was computed against: with
+        ``check_chain`` (the default) the replicas' served identities are read first, and
+        ``SnapshotChainError`` is raised, with nothing sent, unless every replica serves exactly
+        ``previous_snapshot_identity``.
 
         If the server rejects ``reset_prompt_cache`` as an unknown field, the request is sent again
         without it, and it is left out for the rest of this manager's life.
@@ -445,13 +509,19 @@ class DeploymentManager(_http.BaseClient):
         base_model = validate_base_model(base_model)
         snapshot_identity = _check_identity(snapshot_identity, "snapshot_identity")
         check_bool(reset_prompt_cache, "reset_prompt_cache")
+        check_bool(check_chain, "check_chain")
         if source_url is not None and (not isinstance(source_url, str) or not source_url.strip()):
             raise FireworksValidationError(
                 "source_url", "must be an object-store URI such as 'gs://bucket/prefix/'"
             )
         body: dict[str, Any] = {"identity": snapshot_identity}
         if incremental_snapshot_metadata is not None:
-            body["incremental_snapshot_metadata"] = _incremental_metadata(incremental_snapshot_metadata)
+            delta = _incremental_metadata(incremental_snapshot_metadata)
+            body["incremental_snapshot_metadata"] = delta
+            if check_chain:
+                self.check_snapshot_chain(
+                    deployment_id, base_model, snapshot_identity, delta["previous_snapshot_identity"]
+                )
         headers = self._hotload_headers(deployment_id, base_model, source_url)
         url = f"{self.hotload_api_url}{_http.HOTLOAD_PATH}"
         payload = (
@@ -481,6 +551,17 @@ class DeploymentManager(_http.BaseClient):
             "incremental" if incremental_snapshot_metadata is not None else "full",
         )
         return data
+
+    def check_snapshot_chain(
+        self, deployment_id: str, base_model: str, identity: str, previous_identity: str
+    ) -> HotloadStatus:
+        """Read the hotload status; ``SnapshotChainError`` unless every replica serves
+        ``previous_identity`` (the base of the delta ``identity``)."""
+        status = self.hotload_check_status(deployment_id, base_model)
+        broken = status.chain_break(previous_identity)
+        if broken is not None:
+            raise SnapshotChainError(deployment_id, identity, previous_identity, broken)
+        return status
 
     def hotload_check_status(self, deployment_id: str, base_model: str, timeout: float = 30) -> HotloadStatus:
         """Per-replica hotload status (identity served, readiness, loading stage)."""
@@ -573,6 +654,34 @@ class DeploymentManager(_http.BaseClient):
         return self.wait_for_hotload(
             deployment_id, base_model, snapshot_identity, timeout_seconds, poll_interval
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Reconciliation:
+    """What :meth:`DeploymentManager.reconcile` did."""
+
+    deployment: DeploymentInfo
+    action: Literal["created", "recreated", "updated", "unchanged"]
+    changes: tuple[FieldDrift, ...]
+    """The fields patched (empty unless ``action`` is ``updated``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary for XCom."""
+        return {
+            "action": self.action,
+            "changes": [
+                {"field": c.field, "current": c.current, "requested": c.requested} for c in self.changes
+            ],
+        }
+
+
+def _check_config(config: Any, force_recreate: Any) -> DeploymentConfig:
+    if not isinstance(config, DeploymentConfig):
+        raise FireworksValidationError(
+            "config", "must be a DeploymentConfig (build one with DeploymentConfig.from_dict)"
+        )
+    check_bool(force_recreate, "force_recreate")
+    return config
 
 
 def _incremental_metadata(value: Any) -> dict[str, Any]:

@@ -116,3 +116,20 @@ class HotloadFailedError(FireworksError):
 
 class FireworksTimeoutError(FireworksError, TimeoutError):
     """A client-side wait (ready, deleted, hotload) ran past its deadline."""
+
+
+class SnapshotChainError(FireworksError):
+    """An incremental snapshot was refused before sending: the replicas do not serve its base."""
+
+    def __init__(self, deployment_id: str, identity: str, previous_identity: str, served: str) -> None:
+        self.deployment_id = deployment_id
+        self.identity = identity
+        self.previous_identity = previous_identity
+        self.served = served
+        super().__init__(
+            f"incremental snapshot {identity!r} is a delta on {previous_identity!r}, but on deployment "
+            f"{deployment_id!r} {served}. Nothing was sent. The deployment was recreated, scaled from "
+            "zero onto new replicas, or an earlier load failed; load a full snapshot instead (give "
+            "fallback_snapshot_identity, or drop previous_snapshot_identity with a full snapshot) and "
+            "have the trainer save a full snapshot next"
+        )

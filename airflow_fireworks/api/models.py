@@ -522,6 +522,7 @@ class DeploymentInfo:
     min_replica_count: int | None = None
     max_replica_count: int | None = None
     status_message: str | None = None
+    desired_replica_count: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -556,7 +557,34 @@ class DeploymentInfo:
             min_replica_count=_opt_int(body, "min_replica_count", "minReplicaCount"),
             max_replica_count=_opt_int(body, "max_replica_count", "maxReplicaCount"),
             status_message=_status_message(body),
+            desired_replica_count=_opt_int(body, "desired_replica_count", "desiredReplicaCount"),
             raw=dict(body),
+        )
+
+    def availability(self) -> Availability:
+        """Whether the deployment can serve now, and if not, what would make it serve.
+
+        Counts the server leaves out are read as 0, as protobuf JSON omits zero values; an
+        unknown replica count on a READY deployment counts as serving.
+        """
+        if self.state.is_failed():
+            return Availability.FAILED
+        if self.state is DeploymentState.CREATING:
+            return Availability.STARTING
+        if not self.max_replica_count:
+            return Availability.SCALED_TO_ZERO
+        if self.replica_count is None or self.replica_count > 0:
+            return Availability.SERVING if self.state.is_serving() else Availability.STARTING
+        if self.state is DeploymentState.UPDATING:
+            return Availability.STARTING
+        return Availability.AT_ZERO
+
+    def describe(self) -> str:
+        """State and replica counts in one line, for logs and error messages."""
+        return (
+            f"{self.state.value}, {self.replica_count if self.replica_count is not None else '?'} "
+            f"replica(s) serving (desired {_or_unknown(self.desired_replica_count)}, "
+            f"min {self.min_replica_count or 0}, max {self.max_replica_count or 0})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -564,6 +592,26 @@ class DeploymentInfo:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "raw"}
         data["state"] = self.state.value
         return data
+
+
+def _or_unknown(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+class Availability(StrEnum):
+    """Can a deployment serve inference now? The one answer the waits, hotload and sampling use."""
+
+    SERVING = "serving"
+    """At least one replica serves (READY or UPDATING)."""
+    STARTING = "starting"
+    """CREATING, or UPDATING with no replica yet: wait."""
+    AT_ZERO = "at_zero"
+    """READY with zero replicas while ``maxReplicaCount`` allows more (idle scale-to-zero, or a
+    cold start underway): an inference request wakes it."""
+    SCALED_TO_ZERO = "scaled_to_zero"
+    """``maxReplicaCount`` is 0: scaled to zero on purpose; nothing wakes it but new replica counts."""
+    FAILED = "failed"
+    """FAILED, DELETING or DELETED: it will not serve again."""
 
 
 # --- Hotload status ---------------------------------------------------------------------------
@@ -663,6 +711,27 @@ class HotloadStatus:
     def current_identities(self) -> list[str | None]:
         """The snapshot identity each replica currently serves."""
         return [r.current_snapshot_identity for r in self.replicas]
+
+    def is_loading(self, identity: str) -> bool:
+        """True when a load of ``identity`` is underway (queued or in a stage) and not yet served
+        everywhere: a retried task waits for it instead of sending it again."""
+        underway = any(
+            r.target_snapshot_identity == identity and r.stage not in ("error", "unknown", "ready")
+            for r in self.replicas
+        )
+        return underway and self.evaluate(identity).outcome == "pending"
+
+    def chain_break(self, previous_identity: str) -> str | None:
+        """Why a delta on ``previous_identity`` cannot be applied, or None when every replica (at
+        least one) serves exactly that identity."""
+        if not self.replicas:
+            return "no replica is running, so the identity it serves cannot be checked"
+        others = [
+            f"replica {i} serves {r.current_snapshot_identity or 'the base model (no snapshot)'!r}"
+            for i, r in enumerate(self.replicas)
+            if r.current_snapshot_identity != previous_identity
+        ]
+        return "; ".join(others) or None
 
     def evaluate(self, expected_identity: str) -> HotloadProgress:
         """ready: every replica (at least one) is ready and serves ``expected_identity``;

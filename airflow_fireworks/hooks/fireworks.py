@@ -29,7 +29,9 @@ if TYPE_CHECKING:
         DeploymentConfig,
         DeploymentInfo,
         DeploymentManager,
+        DeploymentTarget,
         HotloadStatus,
+        Reconciliation,
         RetryPolicy,
     )
 
@@ -268,6 +270,17 @@ class FireworksHook(BaseHook):
             config = DeploymentConfig.from_dict(config)
         return self.get_conn().create_or_get(config, force_recreate=force_recreate)
 
+    def reconcile(
+        self, config: DeploymentConfig | Mapping[str, Any], *, force_recreate: bool = False
+    ) -> Reconciliation:
+        """Create the deployment or bring the existing one in line with ``config`` (see
+        ``DeploymentManager.reconcile``: mutable drift patched, immutable drift refused)."""
+        from airflow_fireworks.api import DeploymentConfig
+
+        if not isinstance(config, DeploymentConfig):
+            config = DeploymentConfig.from_dict(config)
+        return self.get_conn().reconcile(config, force_recreate=force_recreate)
+
     def get_deployment(self, deployment_id: str) -> DeploymentInfo | None:
         """The deployment, or None when it does not exist."""
         return self.get_conn().get(deployment_id)
@@ -283,6 +296,23 @@ class FireworksHook(BaseHook):
         return self.get_conn().wait_for_ready(
             deployment_id, timeout_s=timeout_s, poll_interval_s=poll_interval_s
         )
+
+    def wait_for(
+        self,
+        target: DeploymentTarget,
+        deployment_id: str,
+        *,
+        timeout_s: float = 600,
+        poll_interval_s: float = 15,
+        min_replicas: int = 0,
+    ) -> DeploymentInfo | None:
+        """Block until ``target`` (ready, serving, deleted, scaled to zero); None once gone."""
+        return self.get_conn().wait_for(target, deployment_id, timeout_s, poll_interval_s, min_replicas)
+
+    def probe(self, deployment_id: str) -> bool:
+        """Send one small completion (it also wakes a deployment at zero); True on HTTP 200."""
+        manager = self.get_conn()
+        return manager.probe(manager.inference_model(deployment_id))
 
     def update_deployment(
         self, deployment_id: str, body: Mapping[str, Any], update_mask: str | Sequence[str]
@@ -317,8 +347,12 @@ class FireworksHook(BaseHook):
         incremental_snapshot_metadata: Mapping[str, Any] | None = None,
         reset_prompt_cache: bool = True,
         source_url: str | None = None,
+        check_chain: bool = True,
     ) -> dict[str, Any]:
-        """Ask every replica to load a snapshot (returns the server's answer; does not wait)."""
+        """Ask every replica to load a snapshot (returns the server's answer; does not wait).
+
+        A delta is refused (``SnapshotChainError``, nothing sent) unless every replica serves its
+        ``previous_snapshot_identity``; ``check_chain=False`` skips that look."""
         return self.get_conn().hotload(
             deployment_id,
             base_model,
@@ -328,6 +362,7 @@ class FireworksHook(BaseHook):
             else None,
             reset_prompt_cache=reset_prompt_cache,
             source_url=source_url,
+            check_chain=check_chain,
         )
 
     def hotload_status(self, deployment_id: str, base_model: str) -> HotloadStatus:

@@ -15,6 +15,7 @@ delete treat a missing deployment as done, which also makes them safe teardown t
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -24,13 +25,20 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator, conf
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_fireworks.api import (
     DeploymentConfig,
+    DeploymentDriftError,
     DeploymentNotFoundError,
-    DeploymentState,
+    DeploymentScaledToZeroError,
+    DeploymentTarget,
+    FireworksAPIError,
     FireworksError,
+    FireworksValidationError,
+    HotloadStatus,
+    SnapshotChainError,
+    check_deployment,
     validate_base_model,
     validate_deployment_id,
     validate_update_mask,
@@ -38,12 +46,7 @@ from airflow_fireworks.api import (
 from airflow_fireworks.api.validation import check_bool
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
-from airflow_fireworks.triggers.deployment import (
-    DeploymentTarget,
-    FireworksDeploymentTrigger,
-    FireworksHotloadTrigger,
-    check_deployment,
-)
+from airflow_fireworks.triggers.deployment import FireworksDeploymentTrigger, FireworksHotloadTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -54,6 +57,10 @@ DEFERRAL_GRACE_S = 60.0
 EVENT_STATUSES = ("success", "error", "timeout")
 #: XCom key of the deployment's inference ``model`` string (pushed by the create operator).
 INFERENCE_MODEL_XCOM_KEY = "inference_model"
+#: XCom key of what reconciling the deployment did (pushed by the create operator).
+RECONCILE_XCOM_KEY = "reconcile"
+#: XCom key of the snapshot chain outcome (pushed by the hotload operator, also when it fails).
+SNAPSHOT_CHAIN_XCOM_KEY = "snapshot_chain"
 #: Task-state-store key marking that ``force_recreate`` already recreated the deployment.
 RECREATED_STATE_KEY = "fireworks_recreated_deployment"
 
@@ -106,6 +113,28 @@ def validate_event(event: Any, required: Sequence[str]) -> dict[str, Any]:
     if status == "success" and missing:
         raise AirflowException(f"trigger success event lacks {', '.join(missing)}")
     return dict(event)
+
+
+#: Errors that no retry can fix: the task fails at once instead of using its retries.
+_FINAL_ERRORS = (
+    FireworksValidationError,
+    DeploymentDriftError,
+    DeploymentNotFoundError,
+    DeploymentScaledToZeroError,
+    SnapshotChainError,
+)
+#: Event ``reason`` values of a deployment wait that no retry can fix.
+_FINAL_REASONS = ("gone", "scaled_to_zero")
+
+
+def airflow_error(err: FireworksError) -> AirflowException:
+    """The Airflow exception for a client error: ``AirflowFailException`` (no retry) when waiting
+    or sending again cannot help (bad input, immutable drift, gone, scaled to zero on purpose, a
+    broken snapshot chain, a non-retryable 4xx), ``AirflowException`` otherwise."""
+    final = isinstance(err, _FINAL_ERRORS) or (
+        isinstance(err, FireworksAPIError) and not err.retryable and 400 <= err.status_code < 500
+    )
+    return (AirflowFailException if final else AirflowException)(str(err))
 
 
 def default_deferrable() -> bool:
@@ -164,19 +193,28 @@ class FireworksBaseDeploymentOperator(BaseOperator):
         link.persist(context, link.url_for(self))
 
     def defer_wait(
-        self, trigger: BaseTrigger, deadline: float, kwargs: dict[str, Any] | None = None
+        self,
+        trigger: BaseTrigger,
+        deadline: float,
+        kwargs: dict[str, Any] | None = None,
+        method_name: str = "execute_complete",
     ) -> NoReturn:
-        """Hand the wait to the triggerer; the task resumes in ``execute_complete``."""
+        """Hand the wait to the triggerer; the task resumes in ``method_name``."""
         remaining = max(0.0, deadline - time.time())
         self.defer(
             trigger=trigger,
-            method_name="execute_complete",
+            method_name=method_name,
             kwargs=kwargs,
             timeout=timedelta(seconds=remaining + DEFERRAL_GRACE_S),
         )
 
     def deployment_trigger(
-        self, target: DeploymentTarget, deadline: float, *, delete_on_kill: bool = False
+        self,
+        target: DeploymentTarget,
+        deadline: float,
+        *,
+        delete_on_kill: bool = False,
+        min_replicas: int = 0,
     ) -> FireworksDeploymentTrigger:
         return FireworksDeploymentTrigger(
             self.deployment_id,
@@ -185,64 +223,111 @@ class FireworksBaseDeploymentOperator(BaseOperator):
             deadline=deadline,
             poll_interval=self.poll_interval,
             delete_on_kill=delete_on_kill,
+            min_replicas=min_replicas,
         )
 
-    def wait_in_worker(self, target: DeploymentTarget, deadline: float) -> dict[str, Any] | None:
+    def wait_in_worker(
+        self, target: DeploymentTarget, deadline: float, min_replicas: int = 0
+    ) -> dict[str, Any] | None:
         """Poll from the worker until ``target``; the deployment dict (None when it is gone)."""
         try:
-            if target is DeploymentTarget.READY:
-                info = self.hook.wait_for_ready(
-                    self.deployment_id,
-                    timeout_s=max(0.0, deadline - time.time()),
-                    poll_interval_s=self.poll_interval,
-                )
-                return info.to_dict()
-            while True:
-                current = self.hook.get_deployment(self.deployment_id)
-                check = check_deployment(target, self.deployment_id, current)
-                if check.outcome == "success":
-                    self.log.info("%s", check.message)
-                    return current.to_dict() if current is not None else None
-                if check.outcome == "error":
-                    raise AirflowException(check.message)
-                remaining = deadline - time.time()
-                if remaining <= 0:
-                    raise AirflowException(
-                        f"timed out after {self.timeout:g}s waiting for deployment {self.deployment_id!r} "
-                        f"to be {target.value.replace('_', ' ')}; last seen: {check.message}"
-                    )
-                self.log.info("%s; polling again in %gs", check.message, self.poll_interval)
-                time.sleep(min(self.poll_interval, remaining))
+            info = self.hook.wait_for(
+                target,
+                self.deployment_id,
+                timeout_s=max(0.0, deadline - time.time()),
+                poll_interval_s=self.poll_interval,
+                min_replicas=min_replicas,
+            )
         except FireworksError as err:
-            raise AirflowException(str(err)) from err
+            raise airflow_error(err) from err
+        return info.to_dict() if info is not None else None
 
     def deployment_from_event(self, event: Any) -> dict[str, Any] | None:
-        """The deployment dict of a successful deployment-wait event; raises on error/timeout."""
+        """The deployment dict of a successful deployment-wait event; raises on error/timeout
+        (``AirflowFailException`` when the deployment is gone or scaled to zero on purpose)."""
         checked = validate_event(event, ("deployment",))
         if checked["status"] != "success":
-            raise AirflowException(f"{checked['status']}: {checked['message']}")
+            final = checked.get("reason") in _FINAL_REASONS
+            raise (AirflowFailException if final else AirflowException)(
+                f"{checked['status']}: {checked['message']}"
+            )
         deployment = checked.get("deployment")
         if deployment is not None and not isinstance(deployment, Mapping):
             raise AirflowException(f"trigger event 'deployment' must be a dict or null, got {deployment!r}")
         self.log.info("%s", checked["message"])
         return dict(deployment) if deployment is not None else None
 
-    def wait(self, target: DeploymentTarget, *, delete_on_kill: bool = False) -> dict[str, Any] | None:
+    def wait(
+        self, target: DeploymentTarget, *, delete_on_kill: bool = False, min_replicas: int = 0
+    ) -> dict[str, Any] | None:
         """Wait for ``target`` in the worker, or defer (never returns when deferring)."""
         deadline = time.time() + self.timeout
         if self.deferrable:
             self.defer_wait(
-                self.deployment_trigger(target, deadline, delete_on_kill=delete_on_kill), deadline
+                self.deployment_trigger(
+                    target, deadline, delete_on_kill=delete_on_kill, min_replicas=min_replicas
+                ),
+                deadline,
             )
-        return self.wait_in_worker(target, deadline)
+        return self.wait_in_worker(target, deadline, min_replicas)
+
+    def ensure_serving(self, wake_timeout: float, resume_method: str) -> None:
+        """Make sure a replica serves before sending work (see ``serving_now``); when the
+        deployment is waking, wait through its cold start in the worker or defer (the task then
+        resumes in ``resume_method``)."""
+        if serving_now(self.hook, self.deployment_id, self.log):
+            return
+        deadline = time.time() + wake_timeout
+        if self.deferrable:
+            self.defer_wait(
+                self.deployment_trigger(DeploymentTarget.SERVING, deadline),
+                deadline,
+                method_name=resume_method,
+            )
+        self.wait_in_worker(DeploymentTarget.SERVING, deadline)
+
+
+def serving_now(hook: FireworksHook, deployment_id: str, log: logging.Logger | Any) -> bool:
+    """True when a replica of the deployment serves now; False when it is at zero replicas and
+    was just sent the inference request that wakes it (wait for ``DeploymentTarget.SERVING``).
+
+    Raises ``AirflowFailException``, naming the state and the fix, when it is gone, failed or
+    scaled to zero on purpose (``maxReplicaCount`` 0): waiting would not help.
+    """
+    try:
+        info = hook.get_deployment(deployment_id)
+        check = check_deployment(DeploymentTarget.SERVING, deployment_id, info)
+        if check.outcome == "error":
+            raise check.error(deployment_id, info)
+        if check.outcome == "success":
+            return True
+        log.info("%s", check.message)
+        if check.outcome == "probe" and hook.probe(deployment_id):
+            log.info("Deployment %s answers inference", deployment_id)
+            return True
+    except FireworksError as err:
+        raise airflow_error(err) from err
+    return False
 
 
 class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
-    """Create a deployment, or reuse the existing one with the same id, and wait until it serves.
+    """Create a deployment, or bring the existing one with the same id in line with this task's
+    config, and wait until it serves with the requested replicas.
 
-    Returns ``DeploymentInfo.to_dict()`` and pushes the inference ``model`` string to XCom under
-    ``inference_model``. A retried task reuses the deployment (the id is the key): it is never
-    created twice.
+    Made for scheduled pipelines that use one stable deployment id run after run. With
+    ``reconcile=True`` (the default) an existing deployment is compared with the config: mutable
+    differences (replica counts, autoscaling windows, description, annotations, trainer link, ...)
+    are sent as one PATCH whose update mask names exactly those fields, each logged as
+    ``field: old -> new``, so the run after a scale-to-zero teardown or a hand change brings the
+    configured replicas back by itself; immutable differences (base model, shape, accelerator,
+    region, ...) fail the task before anything is written, naming each field and the two ways out
+    (``force_recreate=True`` or a new deployment id). ``reconcile=False`` keeps the SDK's
+    ``create_or_get``: an existing deployment is used as it is.
+
+    Returns ``DeploymentInfo.to_dict()``, pushes the inference ``model`` string to XCom under
+    ``inference_model`` and what reconciling did under ``reconcile`` (``{"action": "created" |
+    "recreated" | "updated" | "unchanged", "changes": [...]}``). A retried task reuses the
+    deployment (the id is the key): it is never created twice.
 
     :param deployment_id: the deployment id, stable across runs and retries (templated).
     :param base_model: e.g. ``accounts/fireworks/models/qwen3-8b`` (templated).
@@ -257,6 +342,8 @@ class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
     :param force_recreate: delete and recreate the deployment if it exists (once per task
         instance: a retry after the recreation reuses the new deployment).
     :param delete_on_kill: delete the deployment when the task is killed while waiting.
+    :param reconcile: apply mutable config drift to an existing deployment and refuse immutable
+        drift (default); False uses an existing deployment unchanged.
     """
 
     template_fields: Sequence[str] = (
@@ -287,9 +374,11 @@ class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
         config: Mapping[str, Any] | None = None,
         force_recreate: bool = False,
         delete_on_kill: bool = False,
+        reconcile: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(deployment_id=deployment_id, **kwargs)
+        self.reconcile = check_bool(reconcile, "reconcile")
         self.base_model = base_model
         self.deployment_shape = deployment_shape
         self.min_replica_count = min_replica_count
@@ -323,20 +412,32 @@ class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
         return DeploymentConfig.from_dict({**fields, **extra})
 
     def execute(self, context: Context) -> dict[str, Any]:
-        config = self.deployment_config()
+        try:
+            config = self.deployment_config()
+        except ValueError as err:
+            raise AirflowFailException(str(err)) from err
         self.deployment_id = config.deployment_id
         self.publish_link(context)
         force = self.force_recreate and not self._already_recreated(context)
         try:
-            info = self.hook.create_or_get(config, force_recreate=force)
+            if self.reconcile:
+                outcome = self.hook.reconcile(config, force_recreate=force)
+                info = outcome.deployment
+                context["ti"].xcom_push(key=RECONCILE_XCOM_KEY, value=outcome.to_dict())
+            else:
+                info = self.hook.create_or_get(config, force_recreate=force)
         except FireworksError as err:
-            raise AirflowException(str(err)) from err
+            raise airflow_error(err) from err
         if force:
             self._remember_recreated(context, info.name or self.deployment_id)
-        self.log.info("Deployment %s is %s", info.name or self.deployment_id, info.state.value)
-        if info.state is DeploymentState.READY or not self.wait_for_completion:
+        self.log.info("Deployment %s is %s", info.name or self.deployment_id, info.describe())
+        wanted = config.min_replica_count if self.reconcile else 0
+        done = check_deployment(DeploymentTarget.READY, self.deployment_id, info, min_replicas=wanted)
+        if not self.wait_for_completion or (
+            done.outcome == "success" and not (self.reconcile and outcome.changes)
+        ):
             return self._finish(context, info.to_dict())
-        result = self.wait(DeploymentTarget.READY, delete_on_kill=self.delete_on_kill)
+        result = self.wait(DeploymentTarget.READY, delete_on_kill=self.delete_on_kill, min_replicas=wanted)
         return self._finish(context, result)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -521,12 +622,28 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
     Full load by default; give ``previous_snapshot_identity`` for an incremental (delta) load on
     top of the snapshot the deployment serves. A retried task does not send the hotload again
     when every replica already serves the identity, or a load of it is in progress: it only waits.
-    Returns ``{"deployment_id", "identity", "previous_identity", "incremental", "sent",
-    "started_at", "load_s", "replicas", "warmup_ok", "warmup_s"}``.
+
+    Before loading, a deployment the platform scaled to zero is woken (one inference request,
+    then a deferrable wait through the cold start); one that is gone, failed or scaled to zero on
+    purpose (``maxReplicaCount`` 0) fails the task at once, naming the state and the fix.
+
+    The snapshot chain is kept honest: a delta is sent only when every replica serves exactly
+    ``previous_snapshot_identity``. Otherwise (deployment recreated or auto-deleted, a new
+    replica, an earlier failed load) the full ``fallback_snapshot_identity`` is loaded instead when
+    given, else the task fails without sending anything, naming the served and expected
+    identities. The outcome is in the result and in XCom under ``snapshot_chain``: ``full``,
+    ``continued``, ``restarted`` (fallback loaded) or ``broken``, so a trainer task can decide to
+    save a full snapshot next.
+
+    Returns ``{"deployment_id", "identity" (the snapshot now served), "requested_identity",
+    "previous_identity", "incremental", "chain", "served_before", "sent", "started_at", "load_s",
+    "replicas", "warmup_ok", "warmup_s"}``.
 
     :param base_model: the deployment's base model (templated).
     :param snapshot_identity: the snapshot to load (templated).
     :param previous_snapshot_identity: base of an incremental snapshot (templated).
+    :param fallback_snapshot_identity: a full snapshot to load when the delta's base is not what
+        the replicas serve (templated).
     :param compression_format: incremental snapshot compression.
     :param checksum_format: incremental snapshot checksum (the wire spelling ``alder32``).
     :param reset_prompt_cache: drop the prompt cache built on the old weights.
@@ -534,6 +651,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
     :param warmup: after the load, send small completions until one succeeds.
     :param warmup_max_retries: warmup attempts.
     :param warmup_retry_interval: seconds between warmup attempts.
+    :param wake_timeout: seconds a wake-up from zero replicas (cold start) may take.
     """
 
     template_fields: Sequence[str] = (
@@ -542,6 +660,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
         "base_model",
         "snapshot_identity",
         "previous_snapshot_identity",
+        "fallback_snapshot_identity",
         "source_url",
     )
 
@@ -552,6 +671,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
         base_model: str,
         snapshot_identity: str,
         previous_snapshot_identity: str | None = None,
+        fallback_snapshot_identity: str | None = None,
         compression_format: str = "arc_v2",
         checksum_format: str = "alder32",
         reset_prompt_cache: bool = True,
@@ -561,12 +681,15 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
         warmup_retry_interval: float = 10.0,
         poll_interval: float | timedelta = 5.0,
         timeout: float | timedelta = 400.0,
+        wake_timeout: float | timedelta = 900.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(deployment_id=deployment_id, poll_interval=poll_interval, timeout=timeout, **kwargs)
         self.base_model = base_model
         self.snapshot_identity = snapshot_identity
         self.previous_snapshot_identity = previous_snapshot_identity
+        self.fallback_snapshot_identity = fallback_snapshot_identity
+        self.wake_timeout = to_seconds(wake_timeout, "wake_timeout")
         self.compression_format = compression_format
         self.checksum_format = checksum_format
         self.reset_prompt_cache = check_bool(reset_prompt_cache, "reset_prompt_cache")
@@ -586,9 +709,9 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
     def validate_rendered(self) -> None:
         super().validate_rendered()
         self.base_model = validate_base_model(self.base_model)
-        for name in ("snapshot_identity", "previous_snapshot_identity"):
+        for name in ("snapshot_identity", "previous_snapshot_identity", "fallback_snapshot_identity"):
             value = getattr(self, name)
-            if name == "previous_snapshot_identity" and value in (None, ""):
+            if name != "snapshot_identity" and value in (None, ""):
                 setattr(self, name, None)
                 continue
             if not isinstance(value, str) or not value.strip():
@@ -598,6 +721,11 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
             raise ValueError(
                 "previous_snapshot_identity equals snapshot_identity; an incremental load needs the identity "
                 "the deployment serves now as its base"
+            )
+        if self.fallback_snapshot_identity is not None and self.previous_snapshot_identity is None:
+            raise ValueError(
+                "fallback_snapshot_identity is only used with previous_snapshot_identity (an incremental "
+                "load); for a full load pass the full snapshot as snapshot_identity"
             )
 
     def incremental_metadata(self) -> dict[str, str] | None:
@@ -612,80 +740,118 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         self.validate_rendered()
         self.publish_link(context)
+        self.ensure_serving(self.wake_timeout, "execute_after_wake")
+        return self.load(context)
+
+    def execute_after_wake(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after a deferred wake-up from zero replicas: load the snapshot."""
+        self.deployment_from_event(event)
+        return self.load(context)
+
+    def load(self, context: Context) -> dict[str, Any]:
+        """Send the load (unless already served or underway) and wait until every replica serves it."""
         started_at = time.time()
-        sent = self._send_unless_underway()
+        plan = self._plan(context)
         deadline = started_at + self.timeout
         if self.deferrable:
             self.defer_wait(
                 FireworksHotloadTrigger(
                     self.deployment_id,
                     self.base_model,
-                    self.snapshot_identity,
+                    plan["identity"],
                     fireworks_conn_id=self.fireworks_conn_id,
                     deadline=deadline,
                     poll_interval=self.poll_interval,
                     started_at=started_at,
                 ),
                 deadline,
-                kwargs={"sent": sent},
+                kwargs={"plan": plan},
             )
         try:
             status = self.hook.wait_for_hotload(
                 self.deployment_id,
                 self.base_model,
-                self.snapshot_identity,
+                plan["identity"],
                 timeout_s=max(0.0, deadline - time.time()),
                 poll_interval_s=self.poll_interval,
             )
         except FireworksError as err:
-            raise AirflowException(str(err)) from err
-        return self._finish(started_at, time.time() - started_at, len(status.replicas), sent)
+            raise airflow_error(err) from err
+        return self._finish(plan, started_at, time.time() - started_at, len(status.replicas))
 
-    def _send_unless_underway(self) -> bool:
-        """Send the hotload unless the deployment already serves or loads this identity."""
+    def _plan(self, context: Context) -> dict[str, Any]:
+        """Decide what to load (the delta, the fallback, or nothing when already served or
+        underway), check the snapshot chain, send, and say so in XCom."""
         try:
             status = self.hook.hotload_status(self.deployment_id, self.base_model)
         except FireworksError as err:
-            self.log.info("Hotload status unavailable before loading (%s); sending the hotload", err)
-            status = None
-        if status is not None:
-            progress = status.evaluate(self.snapshot_identity)
-            if progress.outcome == "ready":
-                self.log.info("Already served, not sending again: %s", progress.message)
-                return False
-            if (
-                any(
-                    r.target_snapshot_identity == self.snapshot_identity
-                    and r.stage not in ("error", "unknown")
-                    for r in status.replicas
-                )
-                and progress.outcome == "pending"
-            ):
-                self.log.info("A load of %s is already in progress; waiting for it", self.snapshot_identity)
-                return False
+            raise airflow_error(err) from err
+        served_before = status.current_identities
+        plan: dict[str, Any] = {"identity": self.snapshot_identity, "served_before": served_before}
+        incremental = self.previous_snapshot_identity is not None
+        plan["chain"] = "continued" if incremental else "full"
+        fallback = self.fallback_snapshot_identity
+        if fallback is not None and self._served_or_underway(status, fallback):
+            plan.update(identity=fallback, chain="restarted", sent=False)
+        elif self._served_or_underway(status, self.snapshot_identity):
+            plan["sent"] = False
+        else:
+            delta: dict[str, str] | None = None
+            if self.previous_snapshot_identity is not None:
+                broken = status.chain_break(self.previous_snapshot_identity)
+                if broken is None:
+                    delta = self.incremental_metadata()
+                elif fallback is not None:
+                    self.log.warning(
+                        "Snapshot chain broken (%s, expected %r); loading the full fallback %s instead",
+                        broken,
+                        self.previous_snapshot_identity,
+                        fallback,
+                    )
+                    plan.update(identity=fallback, chain="restarted")
+                else:
+                    plan["chain"] = "broken"
+                    context["ti"].xcom_push(key=SNAPSHOT_CHAIN_XCOM_KEY, value=plan)
+                    error = SnapshotChainError(
+                        self.deployment_id, self.snapshot_identity, self.previous_snapshot_identity, broken
+                    )
+                    raise airflow_error(error)
+            self._send(plan["identity"], delta)
+            plan["sent"] = True
+        context["ti"].xcom_push(key=SNAPSHOT_CHAIN_XCOM_KEY, value=plan)
+        return plan
+
+    def _served_or_underway(self, status: HotloadStatus, identity: str) -> bool:
+        if status.evaluate(identity).outcome == "ready":
+            self.log.info("Every replica already serves %s; not sending it again", identity)
+            return True
+        if status.is_loading(identity):
+            self.log.info("A load of %s is already in progress; waiting for it", identity)
+            return True
+        return False
+
+    def _send(self, identity: str, delta: dict[str, str] | None) -> None:
         self.log.info(
             "Hot-loading %s into %s (%s)",
-            self.snapshot_identity,
+            identity,
             self.deployment_id,
-            f"incremental on {self.previous_snapshot_identity}"
-            if self.previous_snapshot_identity
-            else "full",
+            f"incremental on {self.previous_snapshot_identity}" if delta else "full",
         )
         try:
             self.hook.hotload(
                 self.deployment_id,
                 self.base_model,
-                self.snapshot_identity,
-                incremental_snapshot_metadata=self.incremental_metadata(),
+                identity,
+                incremental_snapshot_metadata=delta,
                 reset_prompt_cache=self.reset_prompt_cache,
                 source_url=self.source_url,
+                check_chain=False,  # checked just before, on the same status
             )
         except FireworksError as err:
-            raise AirflowException(str(err)) from err
-        return True
+            raise airflow_error(err) from err
 
     def execute_complete(
-        self, context: Context, event: dict[str, Any], sent: bool | None = None
+        self, context: Context, event: dict[str, Any], plan: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         checked = validate_event(event, ("hotload", "started_at", "elapsed_s"))
         if checked["status"] != "success":
@@ -700,9 +866,27 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
         started_at, elapsed = checked["started_at"], checked["elapsed_s"]
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (started_at, elapsed)):
             raise AirflowException("trigger event 'started_at' and 'elapsed_s' must be numbers")
-        return self._finish(float(started_at), float(elapsed), len(replicas), sent)
+        return self._finish(
+            self._resumed_plan(checked, plan), float(started_at), float(elapsed), len(replicas)
+        )
 
-    def _finish(self, started_at: float, load_s: float, replicas: int, sent: bool | None) -> dict[str, Any]:
+    def _resumed_plan(self, event: Mapping[str, Any], plan: Any) -> dict[str, Any]:
+        """The load plan after deferral: from the deferral kwargs, else (``dag.test()`` in Airflow
+        3.3 drops them) rebuilt from the identity the trigger waited for."""
+        if isinstance(plan, Mapping) and isinstance(plan.get("identity"), str):
+            return dict(plan)
+        identity = event.get("identity")
+        if not isinstance(identity, str):
+            raise AirflowException(f"trigger event has no snapshot 'identity', got {identity!r}")
+        if identity == self.fallback_snapshot_identity:
+            chain = "restarted"
+        else:
+            chain = "continued" if self.previous_snapshot_identity is not None else "full"
+        return {"identity": identity, "chain": chain}
+
+    def _finish(
+        self, plan: dict[str, Any], started_at: float, load_s: float, replicas: int
+    ) -> dict[str, Any]:
         warmup_ok: bool | None = None
         warmup_s: float | None = None
         if self.warmup:
@@ -713,7 +897,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
                     model, max_retries=self.warmup_max_retries, retry_interval_s=self.warmup_retry_interval
                 )
             except FireworksError as err:
-                raise AirflowException(str(err)) from err
+                raise airflow_error(err) from err
             warmup_s = round(time.time() - begin, 3)
             if not warmup_ok:
                 self.log.warning(
@@ -721,10 +905,13 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
                 )
         return {
             "deployment_id": self.deployment_id,
-            "identity": self.snapshot_identity,
+            "identity": plan["identity"],
+            "requested_identity": self.snapshot_identity,
             "previous_identity": self.previous_snapshot_identity,
-            "incremental": self.previous_snapshot_identity is not None,
-            "sent": sent,
+            "incremental": plan["chain"] == "continued",
+            "chain": plan["chain"],
+            "served_before": plan.get("served_before"),
+            "sent": plan.get("sent"),
             "started_at": started_at,
             "load_s": round(load_s, 3),
             "replicas": replicas,

@@ -106,6 +106,14 @@ class FireworksPollingTrigger(BaseTrigger):
         super().__init__()
         self.fireworks_conn_id = fireworks_conn_id
         self.deadline, self.poll_interval = validate_wait_args(deadline, poll_interval)
+        self._last_logged: str | None = None
+
+    def log_change(self, message: str) -> None:
+        """Log what a poll saw at INFO when it differs from the last poll's (the task log shows
+        each state change of a long wait, not every poll)."""
+        if message != self._last_logged:
+            self._last_logged = message
+            self.log.info("%s", message)
 
     @abstractmethod
     def describe(self) -> str:

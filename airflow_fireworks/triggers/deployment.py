@@ -14,13 +14,18 @@ triggerer).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from airflow_fireworks.api import DeploymentState, validate_base_model, validate_deployment_id
+from airflow_fireworks.api import (
+    DeploymentCheck,
+    DeploymentTarget,
+    check_deployment,
+    validate_base_model,
+    validate_deployment_id,
+)
+from airflow_fireworks.api.validation import check_int
+from airflow_fireworks.api.waits import served
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.triggers.base import EventStatus, FireworksPollingTrigger
 
@@ -30,75 +35,22 @@ if TYPE_CHECKING:
 _ON_KILL_TIMEOUT_S = 30.0
 
 
-class DeploymentTarget(StrEnum):
-    """What a deployment wait is waiting for."""
-
-    READY = "ready"
-    """The deployment serves (READY, or CREATING while the inference probe already answers)."""
-    DELETED = "deleted"
-    """The deployment is gone (404) or reports DELETED."""
-    SCALED_TO_ZERO = "scaled_to_zero"
-    """No replica is left (replica count 0, or the deployment is gone)."""
-
-
-@dataclass(frozen=True)
-class DeploymentCheck:
-    """One look at a deployment against a wait target.
-
-    ``outcome`` is ``success`` or ``error`` (done), ``pending`` (keep waiting) or ``probe``
-    (CREATING: it is ready if the inference probe answers; hot-load deployments serve while
-    CREATING).
-    """
-
-    outcome: Literal["success", "error", "pending", "probe"]
-    message: str
-
-
-def check_deployment(
-    target: DeploymentTarget | str, deployment_id: str, info: DeploymentInfo | None
-) -> DeploymentCheck:
-    """Decide what ``info`` (None: the deployment does not exist) means for a wait on ``target``."""
-    target = DeploymentTarget(target)
-    name = repr(deployment_id)
-    detail = f": {info.status_message}" if info is not None and info.status_message else ""
-    if target is DeploymentTarget.READY:
-        if info is None:
-            return DeploymentCheck("error", f"deployment {name} does not exist")
-        if info.state is DeploymentState.READY:
-            return DeploymentCheck("success", f"deployment {name} is READY")
-        if info.state.is_failed():
-            return DeploymentCheck("error", f"deployment {name} is {info.state.value}{detail}")
-        if info.state is DeploymentState.CREATING and info.inference_model:
-            return DeploymentCheck("probe", f"deployment {name} serves (CREATING, inference probe answered)")
-        return DeploymentCheck("pending", f"deployment {name} is {info.state.value}")
-    if info is None or info.state is DeploymentState.DELETED:
-        gone = "deleted" if target is DeploymentTarget.DELETED else "gone; no replica is left"
-        return DeploymentCheck("success", f"deployment {name} is {gone}")
-    if target is DeploymentTarget.DELETED:
-        return DeploymentCheck("pending", f"deployment {name} is {info.state.value}")
-    if info.state is DeploymentState.FAILED:
-        return DeploymentCheck("error", f"deployment {name} is FAILED{detail}")
-    if info.state in (DeploymentState.UPDATING, DeploymentState.CREATING):
-        return DeploymentCheck("pending", f"deployment {name} is {info.state.value}")
-    replicas = info.replica_count if info.replica_count is not None else info.max_replica_count
-    if replicas == 0:
-        return DeploymentCheck("success", f"deployment {name} has no replica left")
-    return DeploymentCheck("pending", f"deployment {name} still has {replicas} replica(s)")
-
-
 class FireworksDeploymentTrigger(FireworksPollingTrigger):
-    """Wait for a deployment to be ready, deleted, or scaled to zero.
+    """Wait for a deployment to be ready, serving (woken from zero), deleted, or scaled to zero.
 
-    Fails fast, with the server's status message, when waiting for READY and the deployment is
-    FAILED, DELETED, DELETING or absent, or when waiting for zero replicas and it is FAILED.
+    Fails fast, with the server's status message, when waiting for READY or SERVING and the
+    deployment is FAILED, DELETED, DELETING or absent (or, for SERVING, scaled to zero on
+    purpose), or when waiting for zero replicas and it is FAILED. Each change of what it sees
+    (state, replicas) is logged at INFO in the task log, not every poll.
 
     :param deployment_id: the deployment to watch.
-    :param target: ``ready``, ``deleted`` or ``scaled_to_zero``.
+    :param target: ``ready``, ``serving``, ``deleted`` or ``scaled_to_zero``.
     :param fireworks_conn_id: the ``fireworks`` connection.
     :param deadline: absolute deadline, epoch seconds.
     :param poll_interval: seconds between polls.
     :param delete_on_kill: when the task is killed by a user (mark failed/success, clear) while
         this trigger waits, delete the deployment so it stops holding GPUs.
+    :param min_replicas: for ``ready``, the replicas that must serve.
     """
 
     def __init__(
@@ -110,8 +62,10 @@ class FireworksDeploymentTrigger(FireworksPollingTrigger):
         deadline: float,
         poll_interval: float = 15.0,
         delete_on_kill: bool = False,
+        min_replicas: int = 0,
     ) -> None:
         super().__init__(fireworks_conn_id=fireworks_conn_id, deadline=deadline, poll_interval=poll_interval)
+        self.min_replicas = check_int(min_replicas, "min_replicas", 0)
         self.deployment_id = validate_deployment_id(deployment_id)
         try:
             self.target = DeploymentTarget(target)
@@ -131,6 +85,7 @@ class FireworksDeploymentTrigger(FireworksPollingTrigger):
                 "deadline": self.deadline,
                 "poll_interval": self.poll_interval,
                 "delete_on_kill": self.delete_on_kill,
+                "min_replicas": self.min_replicas,
             },
         )
 
@@ -146,16 +101,20 @@ class FireworksDeploymentTrigger(FireworksPollingTrigger):
     async def poll_once(self, client: AsyncFireworksClient) -> tuple[EventStatus, str, dict[str, Any]] | None:
         info = await client.get_deployment(self.deployment_id)
         self._last = info
-        check = check_deployment(self.target, self.deployment_id, info)
+        check: DeploymentCheck = check_deployment(
+            self.target, self.deployment_id, info, min_replicas=self.min_replicas
+        )
         if check.outcome == "probe" and info is not None and info.inference_model:
+            self.log_change(check.message)
             if not await client.probe(info.inference_model):
                 return None
-            serving = dataclasses.replace(info, state=DeploymentState.READY)
-            return "success", check.message, {"deployment": serving.to_dict()}
+            message = f"deployment {self.deployment_id!r} answers inference"
+            return "success", message, {"deployment": served(info).to_dict()}
         if check.outcome == "success":
             return "success", check.message, self.last_seen()
         if check.outcome == "error":
-            return "error", check.message, self.last_seen()
+            return "error", check.message, {**self.last_seen(), "reason": check.reason}
+        self.log_change(check.message)
         return None
 
     async def on_kill(self) -> None:
@@ -237,7 +196,7 @@ class FireworksHotloadTrigger(FireworksPollingTrigger):
         status = await client.hotload_status(self.deployment_id, self.base_model)
         self._last = status
         progress = status.evaluate(self.expected_identity)
-        self.log.debug("Hotload of %s: %s", self.expected_identity, progress.message)
+        self.log_change(progress.message)
         if progress.outcome == "ready":
             return "success", progress.message, self.last_seen()
         if progress.outcome == "failed":

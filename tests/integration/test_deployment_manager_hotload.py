@@ -15,6 +15,7 @@ from airflow_fireworks.api import (
     FireworksTimeoutError,
     HotloadFailedError,
     RetryPolicy,
+    SnapshotChainError,
 )
 from tests.emulator_control import EmulatorProcess
 
@@ -94,9 +95,12 @@ def test_waits_for_every_replica(emu: EmulatorProcess) -> None:
     assert status.current_identities == ["snap-1", "snap-1"]
 
 
-def test_delta_on_wrong_base_fails(manager: DeploymentManager) -> None:
+def test_delta_on_wrong_base_is_refused_before_sending(
+    manager: DeploymentManager, emu: EmulatorProcess
+) -> None:
     manager.hotload_and_wait("dep-h", BASE_MODEL, "snap-1", timeout_seconds=10, poll_interval=0.02)
-    with pytest.raises(HotloadFailedError) as info:
+    loads_before = len(emu.requests(route="hotload_load"))
+    with pytest.raises(SnapshotChainError) as info:
         manager.hotload_and_wait(
             "dep-h",
             BASE_MODEL,
@@ -105,6 +109,18 @@ def test_delta_on_wrong_base_fails(manager: DeploymentManager) -> None:
             timeout_seconds=10,
             poll_interval=0.02,
         )
+    assert (info.value.identity, info.value.previous_identity) == ("snap-3", "snap-2")
+    assert "replica 0 serves 'snap-1'" in str(info.value)
+    assert len(emu.requests(route="hotload_load")) == loads_before
+
+
+def test_delta_on_wrong_base_fails_on_the_server_without_the_check(manager: DeploymentManager) -> None:
+    manager.hotload_and_wait("dep-h", BASE_MODEL, "snap-1", timeout_seconds=10, poll_interval=0.02)
+    manager.hotload(
+        "dep-h", BASE_MODEL, "snap-3", {"previous_snapshot_identity": "snap-2"}, check_chain=False
+    )
+    with pytest.raises(HotloadFailedError) as info:
+        manager.wait_for_hotload("dep-h", BASE_MODEL, "snap-3", timeout_seconds=10, poll_interval=0.02)
     assert info.value.identity == "snap-3"
     assert info.value.stage == "error"
     assert "snap-2" in str(info.value)

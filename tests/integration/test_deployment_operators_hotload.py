@@ -71,7 +71,9 @@ async def test_deferred_hotload_resumes_with_timing(hook, emulator):
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(task_context())
     assert isinstance(deferred.value.trigger, FireworksHotloadTrigger)
-    assert deferred.value.kwargs == {"sent": True}
+    assert deferred.value.kwargs == {
+        "plan": {"identity": "step-1", "chain": "full", "sent": True, "served_before": [None]}
+    }
 
     result = await run_deferred(hotload_op("hl-deferred", "step-1", deferrable=True), task_context())
     assert result["identity"] == "step-1" and result["replicas"] == 1

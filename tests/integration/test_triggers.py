@@ -83,6 +83,7 @@ def test_deployment_trigger_serializes_losslessly():
         "deadline": 1.8e9,
         "poll_interval": 2.5,
         "delete_on_kill": True,
+        "min_replicas": 0,
     }
     assert rebuild(trigger).serialize() == (classpath, kwargs)
 
