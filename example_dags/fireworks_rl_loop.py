@@ -1,7 +1,10 @@
 """An RL sampling loop on a dedicated Fireworks deployment, one DAG run per training iteration.
 
-create (or reuse) the deployment and wait until it serves; then, for each training step: hotload
-the step's policy snapshot (a full load first, incremental deltas afterwards), sample the prompt
+create the deployment, or bring the existing one back to its configured replicas (a scheduled
+run finds it scaled to zero by the previous run's teardown, changed by hand, or deleted by the
+platform), and wait until it serves; then, for each training step: hotload the step's policy
+snapshot (a full load first, incremental deltas afterwards; when the replicas do not serve a
+delta's base, the step's full snapshot is loaded instead and ``snapshot_chain`` says so), sample the prompt
 set with the adaptive concurrency controller into object storage (each step starting from
 the window the previous step ended with), and hand the completions' URI
 to the training step. ``train_step_placeholder_*`` stands in for your trainer: it reads the
@@ -40,11 +43,12 @@ OUTPUT_ROOT = os.environ.get("FIREWORKS_OUTPUT_ROOT", "file:///tmp/airflow-firew
 DEPLOYMENT_ID = "{{ params.deployment_id }}"
 
 
-def snapshot_of(step: int) -> str:
-    """Template for the snapshot identity the policy serves at ``step``."""
+def snapshot_of(step: int, kind: str = "snapshot_identity") -> str:
+    """Template for the snapshot identity the policy serves at ``step`` (``kind`` is
+    ``snapshot_identity``, the delta, or ``full_snapshot_identity``, its full fallback)."""
     if step == 0:
         return "{{ params.initial_snapshot }}"
-    return f"{{{{ ti.xcom_pull(task_ids='train_step_placeholder_{step - 1}')['snapshot_identity'] }}}}"
+    return f"{{{{ ti.xcom_pull(task_ids='train_step_placeholder_{step - 1}')['{kind}'] }}}}"
 
 
 def controller_start(step: int) -> str | dict[str, str]:
@@ -58,7 +62,8 @@ def controller_start(step: int) -> str | dict[str, str]:
 @task
 def placeholder_train_step(sampling: dict[str, Any], step: int, **context: Any) -> dict[str, Any]:
     """Stand-in for a trainer: read the step's completions, score each prompt group, name the
-    next snapshot. Replace it with your training task (it gets the same completions URI)."""
+    next snapshot (a delta, plus the full snapshot saved beside it as the chain's fallback).
+    Replace it with your training task (it gets the same completions URI)."""
     groups: dict[int, list[float]] = {}
     with ObjectStoragePath(sampling["completions_uri"]).open("r") as completions:
         for line in completions:
@@ -67,11 +72,13 @@ def placeholder_train_step(sampling: dict[str, Any], step: int, **context: Any) 
             groups.setdefault(record["prompt_index"], []).append(reward)
     group_means = [sum(rewards) / len(rewards) for rewards in groups.values()]
     run_slug = "".join(c if c.isalnum() else "-" for c in context["run_id"]).strip("-")[-40:]
+    snapshot = f"{context['params']['deployment_id']}-{run_slug}-step-{step + 1}"
     return {
         "step": step,
         "groups": len(groups),
         "mean_reward": sum(group_means) / len(group_means) if group_means else 0.0,
-        "snapshot_identity": f"{context['params']['deployment_id']}-{run_slug}-step-{step + 1}",
+        "snapshot_identity": snapshot,
+        "full_snapshot_identity": f"{snapshot}-full",
     }
 
 
@@ -110,6 +117,7 @@ with DAG(
             base_model=BASE_MODEL,
             snapshot_identity=snapshot_of(step),
             previous_snapshot_identity=snapshot_of(step - 1) if step > 0 else None,
+            fallback_snapshot_identity=snapshot_of(step, "full_snapshot_identity") if step > 0 else None,
             warmup=True,
             poll_interval=2,
         )
