@@ -128,3 +128,11 @@ class EmulatorProcess:
     def vanish_deployment(self, deployment_id: str) -> None:
         """Make a deployment disappear at once (as if deleted from under a running DAG)."""
         self.admin("POST", f"deployments/{deployment_id}/vanish")
+
+    def advance_clock(self, seconds: float) -> None:
+        """Let ``seconds`` platform seconds pass without traffic on every deployment's idle clock.
+
+        Drives idle scale-to-zero and the 7-day auto-delete deterministically (``advance_clock(86400)``
+        is a day without inference traffic); cold starts and other delays still take real time.
+        """
+        self.admin("POST", "clock", json={"advance_s": seconds})

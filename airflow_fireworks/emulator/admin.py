@@ -1,6 +1,8 @@
-"""Admin endpoints under ``/_emulator/`` (no key): health, config, reset, stats, log, faults."""
+"""Admin endpoints under ``/_emulator/`` (no key): health, config, reset, stats, log, faults, clock."""
 
 from __future__ import annotations
+
+import math
 
 from aiohttp import web
 
@@ -84,6 +86,26 @@ async def admin_vanish(request: web.Request) -> web.StreamResponse:
     return json_response({"ok": True})
 
 
+async def admin_clock(request: web.Request) -> web.StreamResponse:
+    """``{"advance_s": N}``: N platform seconds without traffic pass for every deployment."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise invalid('clock body must be a JSON object such as {"advance_s": 3600}')
+    for key in body:
+        if key != "advance_s":
+            raise invalid(f"unknown field '{key}' (known: advance_s)")
+    advance = body.get("advance_s")
+    if (
+        isinstance(advance, bool)
+        or not isinstance(advance, int | float)
+        or not math.isfinite(advance)
+        or advance < 0
+    ):
+        raise invalid(f"field 'advance_s' must be a finite number of platform seconds >= 0, got {advance!r}")
+    emulator_of(request).store.advance_clock(float(advance))
+    return json_response({"ok": True, "advanced_s": advance})
+
+
 def add_admin_routes(app: web.Application) -> None:
     """Register every admin route on ``app``."""
     app.router.add_get(ADMIN_PREFIX + "/health", admin_health)
@@ -97,3 +119,4 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_delete(ADMIN_PREFIX + "/faults", admin_clear_faults)
     app.router.add_post(ADMIN_PREFIX + "/deployments/{deployment}/fail", admin_fail)
     app.router.add_post(ADMIN_PREFIX + "/deployments/{deployment}/vanish", admin_vanish)
+    app.router.add_post(ADMIN_PREFIX + "/clock", admin_clock)

@@ -272,6 +272,7 @@ class CompletionsHandler:
     def _route(self, deployment: Deployment, cache_key: str | None) -> Replica:
         settings = self.emulator.settings
         now = time.monotonic()
+        deployment.admit(now, settings)
         replicas = deployment.sync_replicas(now, settings)
         if not replicas:
             state = deployment.state(now)
@@ -346,6 +347,7 @@ class CompletionsHandler:
             raise ApiError(425, f"deployment '{deployment.deployment_id}' replica went away; retry") from None
         finally:
             deployment.in_flight -= 1
+            deployment.restart_idle_clock(time.monotonic())
             for job in jobs:
                 sequence = job.sequence
                 if sequence is not None and not sequence.done:

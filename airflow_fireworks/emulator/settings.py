@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 MASK_LESS_PATCH_MODES = ("replace", "merge")
+BOOT_IDENTITIES = ("latest", "base")
 
 
 @dataclass
@@ -34,6 +36,10 @@ class Settings:
     stream_chunk_tokens: int = 4
     eos_probability: float = 0.01
     request_log_size: int = 1000
+    time_scale: float = 1.0
+    cold_start_s: float = 2.0
+    auto_delete_idle_s: float = 604800.0
+    boot_identity: str = "latest"
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a dict."""
@@ -76,7 +82,7 @@ def _int(minimum: int) -> Callable[[str, Any], int]:
 
 
 def _float(
-    minimum: float, maximum: float | None = None, positive: bool = False
+    minimum: float, maximum: float | None = None, positive: bool = False, finite: bool = False
 ) -> Callable[[str, Any], float]:
     def parse(key: str, value: Any) -> float:
         if isinstance(value, bool):
@@ -90,10 +96,13 @@ def _float(
             raise ValueError(f"setting '{key}' must be a number, got {value!r}")
         number = float(value)
         too_high = maximum is not None and number > maximum
-        if number < minimum or too_high or (positive and number <= 0) or number != number:
+        infinite = finite and math.isinf(number)
+        if number < minimum or too_high or (positive and number <= 0) or number != number or infinite:
             bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
             if positive:
                 bounds = "> 0"
+            if finite:
+                bounds = f"finite and {bounds}"
             raise ValueError(f"setting '{key}' must be a number {bounds}, got {value!r}")
         return number
 
@@ -108,10 +117,13 @@ def _bool(key: str, value: Any) -> bool:
     raise ValueError(f"setting '{key}' must be a boolean (true/false), got {value!r}")
 
 
-def _mode(key: str, value: Any) -> str:
-    if value not in MASK_LESS_PATCH_MODES:
-        raise ValueError(f"setting '{key}' must be one of {', '.join(MASK_LESS_PATCH_MODES)}, got {value!r}")
-    return str(value)
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def parse(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"setting '{key}' must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return parse
 
 
 def _identities(key: str, value: Any) -> list[str]:
@@ -130,7 +142,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "update_delay_s": _float(0.0),
     "delete_delay_s": _float(0.0),
     "serve_while_creating": _bool,
-    "mask_less_patch": _mode,
+    "mask_less_patch": _choice(MASK_LESS_PATCH_MODES),
     "hotload_stage_s": _float(0.0),
     "hotload_fail_identities": _identities,
     "hotload_blocks_inference": _bool,
@@ -142,6 +154,10 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "stream_chunk_tokens": _int(1),
     "eos_probability": _float(0.0, 1.0),
     "request_log_size": _int(0),
+    "time_scale": _float(0.0, positive=True, finite=True),
+    "cold_start_s": _float(0.0),
+    "auto_delete_idle_s": _float(0.0),
+    "boot_identity": _choice(BOOT_IDENTITIES),
 }
 
 

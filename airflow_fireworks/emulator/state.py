@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -79,6 +80,8 @@ class Deployment:
         self.latest_identity: str | None = None
         self.in_flight = 0
         self.round_robin = 0
+        self.idle_since = self.ready_at  # the idle clock starts when the deployment first serves
+        self.waking_until: float | None = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -107,7 +110,8 @@ class Deployment:
         """Replicas that exist (can serve and hotload) at ``now``."""
         state = self.state(now)
         if state == READY:
-            return self.target_replicas()
+            at_zero = self.waking(now) or self.idled_to_zero(now, settings)
+            return 0 if at_zero else self.target_replicas()
         if state == UPDATING:
             return self.replicas_during_update
         if state == CREATING and settings.serve_while_creating:
@@ -115,12 +119,21 @@ class Deployment:
         return 0
 
     def sync_replicas(self, now: float, settings: Settings) -> list[Replica]:
-        """Create or drop replica objects to match :meth:`serving_count`; returns the live ones."""
+        """Create or drop replica objects to match :meth:`serving_count`; returns the live ones.
+
+        A replica that boots serves the latest hot-loaded snapshot, or base weights with
+        ``boot_identity`` ``base`` (then a deployment booting from zero replicas forgets its snapshot).
+        """
         wanted = self.serving_count(now, settings)
-        while len(self.replicas) < wanted:
-            self.replicas.append(Replica(self, len(self.replicas), self.latest_identity))
         while len(self.replicas) > wanted:
-            self.replicas.pop().close()
+            replica = self.replicas.pop()
+            replica.refresh(now)
+            replica.close()
+        if wanted and not self.replicas and settings.boot_identity == "base":
+            self.latest_identity = None
+        identity = self.latest_identity if settings.boot_identity == "latest" else None
+        while len(self.replicas) < wanted:
+            self.replicas.append(Replica(self, len(self.replicas), identity))
         return self.replicas
 
     def close(self) -> None:
@@ -128,14 +141,85 @@ class Deployment:
         while self.replicas:
             self.replicas.pop().close()
 
+    # -- idleness: the platform's scale-to-zero, cold start and auto-delete ------------------
+
+    def idle_s(self, now: float, settings: Settings) -> float:
+        """Platform seconds without inference traffic at ``now`` (none while requests are in flight)."""
+        if self.in_flight > 0:
+            return 0.0
+        return (now - self.idle_since) * settings.time_scale
+
+    def restart_idle_clock(self, at: float) -> None:
+        """Traffic, or new replica counts, at ``at`` (never moves a later restart earlier)."""
+        self.idle_since = max(self.idle_since, at)
+
+    def waking(self, now: float) -> bool:
+        """True during a cold start from zero replicas."""
+        return self.waking_until is not None and now < self.waking_until
+
+    def idled_to_zero(self, now: float, settings: Settings) -> bool:
+        """A min-0 deployment left without traffic for its scale-to-zero window serves no replica."""
+        return (
+            self.values["min_replica_count"] == 0
+            and self.values["max_replica_count"] > 0
+            and not self.waking(now)
+            and self.idle_s(now, settings) >= self.values["autoscaling_policy"]["scale_to_zero_window"]
+        )
+
+    def expired(self, now: float, settings: Settings) -> bool:
+        """A min-0 deployment left without traffic for ``auto_delete_idle_s`` is deleted by the platform."""
+        return (
+            settings.auto_delete_idle_s > 0
+            and self.values["min_replica_count"] == 0
+            and self.deleting_until is None
+            and self.idle_s(now, settings) >= settings.auto_delete_idle_s
+        )
+
+    def admit(self, now: float, settings: Settings) -> None:
+        """An inference request arrives: it restarts the idle clock, or wakes a deployment at zero.
+
+        A READY deployment with no serving replica and ``maxReplicaCount`` > 0 starts a cold start
+        of ``cold_start_s``; that request and every one during the cold start get 425.
+        """
+        if self.state(now) != READY:
+            self.restart_idle_clock(now)
+            return
+        if self.waking(now):
+            raise self._cold_start_error(now)
+        if self.serving_count(now, settings) == 0:
+            if self.values["max_replica_count"] == 0:
+                raise ApiError(
+                    425,
+                    f"deployment '{self.deployment_id}' is scaled to zero (maxReplicaCount 0); "
+                    "raise the replica counts to serve",
+                )
+            self.sync_replicas(now, settings)  # the replicas that idled away are gone
+            if self.scaled_replicas == 0:
+                self.scaled_replicas = None  # the autoscaler takes over from a ``:scale`` to 0
+            self.waking_until = now + settings.cold_start_s
+            self.idle_since = self.waking_until
+            raise self._cold_start_error(now)
+        self.restart_idle_clock(now)
+
+    def _cold_start_error(self, now: float) -> ApiError:
+        assert self.waking_until is not None
+        retry_s = max(1, math.ceil(self.waking_until - now))
+        return ApiError(
+            425,
+            f"deployment '{self.deployment_id}' is scaling up from zero replicas (cold start); "
+            f"retry in ~{retry_s}s",
+            headers={"Retry-After": str(retry_s)},
+        )
+
     # -- rendering ---------------------------------------------------------------------------
 
     def render(self, now: float, settings: Settings) -> dict[str, Any]:
         """The full camelCase Deployment resource."""
         state = self.state(now)
         serving = self.serving_count(now, settings)
-        desired = 0 if state in (DELETING, DELETED, FAILED) else self.target_replicas()
-        booting = max(0, desired - serving) if state in (CREATING, UPDATING) else 0
+        at_zero = state in (DELETING, DELETED, FAILED) or self.idled_to_zero(now, settings)
+        desired = 0 if at_zero else self.target_replicas()
+        booting = max(0, desired - serving) if state in (CREATING, UPDATING) or self.waking(now) else 0
         body: dict[str, Any] = {"name": self.name}
         body.update(render_fields(self.values))
         code, message = self.failure or ("OK", "")
@@ -173,14 +257,18 @@ class Store:
     def settings(self) -> Settings:
         return self._settings()
 
+    def _gone(self, deployment: Deployment, now: float) -> bool:
+        """A hard deletion that finished, or a deployment the platform deleted for idleness."""
+        return deployment.state(now) == GONE or deployment.expired(now, self.settings)
+
     def _purge(self, now: float) -> None:
-        for deployment_id in [d for d, dep in self._deployments.items() if dep.state(now) == GONE]:
+        for deployment_id in [d for d, dep in self._deployments.items() if self._gone(dep, now)]:
             self._deployments.pop(deployment_id).close()
 
     def find(self, deployment_id: str) -> Deployment | None:
-        """The deployment, or None if absent (hard deletions that finished are forgotten here)."""
+        """The deployment, or None if absent (gone deployments are forgotten here)."""
         deployment = self._deployments.get(deployment_id)
-        if deployment is not None and deployment.state(time.monotonic()) == GONE:
+        if deployment is not None and self._gone(deployment, time.monotonic()):
             self._deployments.pop(deployment_id).close()
             return None
         return deployment
@@ -249,18 +337,28 @@ class Store:
     def _apply(self, deployment: Deployment, new: dict[str, Any], now: float) -> None:
         changed = {key for key in new if new[key] != deployment.values.get(key)}
         serving_before = deployment.serving_count(now, self.settings)
-        if {"min_replica_count", "max_replica_count"} & changed:
+        counts_changed = bool({"min_replica_count", "max_replica_count"} & changed)
+        if counts_changed:
+            deployment.sync_replicas(now, self.settings)  # drop replicas that idled to zero first
             deployment.scaled_replicas = None
         deployment.values = new
         if changed:
             deployment.update_wall = time.time()
         if any(FIELDS_BY_SNAKE[key].serving for key in changed):
             self._start_update(deployment, now, serving_before)
+        if counts_changed:
+            self._counts_changed(deployment, now)
 
     def _start_update(self, deployment: Deployment, now: float, serving_before: int) -> None:
         if deployment.state(now) in (READY, UPDATING):
             deployment.replicas_during_update = serving_before
             deployment.updating_until = now + self.settings.update_delay_s
+
+    @staticmethod
+    def _counts_changed(deployment: Deployment, now: float) -> None:
+        """New replica counts restart the idle clock once the update they started is over."""
+        updating_until = deployment.updating_until
+        deployment.restart_idle_clock(now if updating_until is None else max(now, updating_until))
 
     def scale(self, deployment_id: str, body: Any) -> Deployment:
         """``POST ...:scale`` with ``{"replicaCount": n}`` (0 <= n <= maxReplicaCount)."""
@@ -276,9 +374,11 @@ class Store:
             )
         now = time.monotonic()
         serving_before = deployment.serving_count(now, self.settings)
+        deployment.sync_replicas(now, self.settings)  # drop replicas that idled to zero first
         deployment.scaled_replicas = count
         deployment.update_wall = time.time()
         self._start_update(deployment, now, serving_before)
+        self._counts_changed(deployment, now)
         return deployment
 
     def undelete(self, deployment_id: str) -> Deployment:
@@ -291,6 +391,8 @@ class Store:
         deployment.delete_wall = None
         deployment.failure = None
         deployment.ready_at = now + self.settings.create_delay_s
+        deployment.idle_since = deployment.ready_at
+        deployment.waking_until = None
         deployment.update_wall = time.time()
         return deployment
 
@@ -329,6 +431,11 @@ class Store:
         """Admin: the deployment disappears at once."""
         self.get(deployment_id)
         self._deployments.pop(deployment_id).close()
+
+    def advance_clock(self, platform_s: float) -> None:
+        """Admin: ``platform_s`` platform seconds without traffic pass for every deployment."""
+        for deployment in self._deployments.values():
+            deployment.idle_since -= platform_s / self.settings.time_scale
 
     def clear(self) -> None:
         """Forget every deployment."""
