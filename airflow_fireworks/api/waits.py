@@ -104,8 +104,8 @@ def _check_serving(
     if info is None:
         return DeploymentCheck(
             "error",
-            f"deployment {name} does not exist (deleted, or never created); run the create task, "
-            "which creates it again",
+            f"deployment {name} not found (deleted by hand or by the platform, or never created); "
+            "run the create task, which creates it again",
             "gone",
         )
     seen = f"deployment {name} is {info.describe()}"

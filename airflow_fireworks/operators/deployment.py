@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -135,6 +135,16 @@ def airflow_error(err: FireworksError) -> AirflowException:
         isinstance(err, FireworksAPIError) and not err.retryable and 400 <= err.status_code < 500
     )
     return (AirflowFailException if final else AirflowException)(str(err))
+
+
+@contextmanager
+def failing_on_bad_input() -> Iterator[None]:
+    """Turn a ``ValueError`` from checking rendered input into ``AirflowFailException``: the
+    message names the field, and no retry would render a different value."""
+    try:
+        yield
+    except ValueError as err:
+        raise AirflowFailException(str(err)) from err
 
 
 def default_deferrable() -> bool:
@@ -412,10 +422,8 @@ class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
         return DeploymentConfig.from_dict({**fields, **extra})
 
     def execute(self, context: Context) -> dict[str, Any]:
-        try:
+        with failing_on_bad_input():
             config = self.deployment_config()
-        except ValueError as err:
-            raise AirflowFailException(str(err)) from err
         self.deployment_id = config.deployment_id
         self.publish_link(context)
         force = self.force_recreate and not self._already_recreated(context)
@@ -596,8 +604,9 @@ class FireworksUpdateDeploymentOperator(FireworksBaseDeploymentOperator):
         paths.append(path)
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        self.validate_rendered()
-        body, mask = self.request()
+        with failing_on_bad_input():
+            self.validate_rendered()
+            body, mask = self.request()
         self.publish_link(context)
         self.log.info("Updating deployment %s (update mask %s)", self.deployment_id, mask)
         try:
@@ -738,7 +747,8 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
         }
 
     def execute(self, context: Context) -> dict[str, Any]:
-        self.validate_rendered()
+        with failing_on_bad_input():
+            self.validate_rendered()
         self.publish_link(context)
         self.ensure_serving(self.wake_timeout, "execute_after_wake")
         return self.load(context)
@@ -932,7 +942,8 @@ class FireworksScaleToZeroOperator(FireworksBaseDeploymentOperator):
         super().__init__(deployment_id=deployment_id, wait_for_completion=wait_for_completion, **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        self.validate_rendered()
+        with failing_on_bad_input():
+            self.validate_rendered()
         self.publish_link(context)
         try:
             info = self.hook.scale_to_zero(self.deployment_id)
@@ -961,7 +972,8 @@ class FireworksDeleteDeploymentOperator(FireworksBaseDeploymentOperator):
         super().__init__(deployment_id=deployment_id, wait_for_completion=wait_for_completion, **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        self.validate_rendered()
+        with failing_on_bad_input():
+            self.validate_rendered()
         self.publish_link(context)
         try:
             deleted = self.hook.delete_deployment(self.deployment_id)

@@ -22,6 +22,7 @@ from airflow_fireworks.links import FireworksDeploymentLink
 from airflow_fireworks.operators.deployment import (
     DEFERRAL_GRACE_S,
     default_deferrable,
+    failing_on_bad_input,
     is_static,
     to_seconds,
     validate_event,
@@ -86,7 +87,8 @@ class _FireworksSensor(BaseSensorOperator):
         raise NotImplementedError
 
     def execute(self, context: Context) -> Any:
-        self.validate_rendered()
+        with failing_on_bad_input():
+            self.validate_rendered()
         link = FireworksDeploymentLink()
         link.persist(context, link.url_for(self))
         if not self.deferrable:

@@ -224,7 +224,7 @@ def test_hotload_on_a_deployment_scaled_to_zero_on_purpose_fails_fast_naming_the
 def test_hotload_on_a_vanished_deployment_fails_fast(hook, emulator):
     create_op("day2-gone", deferrable=False).execute(task_context())
     emulator.vanish_deployment("day2-gone")
-    with pytest.raises(AirflowFailException, match=r"does not exist.*run the create task"):
+    with pytest.raises(AirflowFailException, match=r"not found.*run the create task"):
         hotload_op("day2-gone", "snap-1").execute(task_context())
 
 

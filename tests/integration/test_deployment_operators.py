@@ -309,7 +309,7 @@ def test_templated_update_without_mask_fails_before_any_request(hook, emulator):
     )
     context = task_context(params={"replicas": 2})
     op.render_template_fields(context)
-    with pytest.raises(ValueError, match="update_mask is required"):
+    with pytest.raises(AirflowFailException, match="update_mask is required"):
         op.execute(context)
     assert emulator.requests(route="update") == []
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_fireworks.api import (
     AsyncFireworksClient,
@@ -415,7 +415,12 @@ TRIGGER_CASES: list[tuple[str, Callable[[EmulatorProcess], Any], str, tuple[str,
         "error",
         ("FAILED", "CUDA error 719"),
     ),
-    ("deployment-deleted", lambda e: _fail_later(e, "trig-dep", 0.2, "vanish"), "error", ("does not exist",)),
+    (
+        "deployment-deleted",
+        lambda e: _fail_later(e, "trig-dep", 0.2, "vanish"),
+        "error",
+        ("not found", "run the create task"),
+    ),
 ]
 
 
@@ -797,8 +802,9 @@ def test_hotload_operator_on_a_deleted_deployment_fails_clearly(
         deferrable=False,
         **OPERATOR_WAIT,
     )
-    with pytest.raises(AirflowException, match="404"):
+    with pytest.raises(AirflowFailException, match=r"'op-dep' not found.*run the create task"):
         task.execute(task_context())
+    assert emu.requests(route="hotload_load") == []
 
 
 def _sample_op(output: Path, **kwargs: Any) -> FireworksSampleOperator:
