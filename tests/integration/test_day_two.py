@@ -297,3 +297,67 @@ async def test_deployment_trigger_logs_each_state_change_once(hook, emulator, ca
     polls = len([e for e in emulator.requests(route="get", limit=1000) if e["path"].endswith("/day2-log")])
     assert len(creating) == 1 and polls > 3, logged  # polled many times, logged once
     assert "info" in creating[0].lower()
+
+
+# --- deployments the platform scales to zero, wakes and deletes ------------------------------
+
+IDLE = {"min_replica_count": 0, "max_replica_count": 1, "config": {"scale_to_zero_window_s": 300}}
+
+
+def idle_deployment(emulator, deployment_id: str, **settings) -> None:
+    """A min-0 deployment that served, then sat idle past its scale-to-zero window."""
+    emulator.configure(cold_start_s=0.4, **settings)
+    create_op(deployment_id, deferrable=False, **IDLE).execute(task_context())
+    hotload_op(deployment_id, "snap-1").execute(task_context())
+    emulator.advance_clock(400)
+
+
+def test_hotload_wakes_an_idle_deployment_in_the_worker(hook, emulator):
+    idle_deployment(emulator, "day2-wake")
+    assert hook.get_deployment("day2-wake").replica_count == 0
+
+    started = time.monotonic()
+    result = hotload_op("day2-wake", "snap-2", previous_snapshot_identity="snap-1").execute(task_context())
+
+    assert time.monotonic() - started >= 0.4  # waited through the cold start
+    assert (result["identity"], result["chain"]) == ("snap-2", "continued")
+    waking = emulator.requests(route="completions")
+    assert waking and {entry["status"] for entry in waking} == {425}  # the requests that woke it
+    assert hook.get_deployment("day2-wake").replica_count == 1
+
+
+async def test_hotload_wakes_an_idle_deployment_through_the_triggerer(hook, emulator):
+    idle_deployment(emulator, "day2-wake-d")
+    op = hotload_op("day2-wake-d", "snap-2", previous_snapshot_identity="snap-1", deferrable=True)
+
+    result = await run_deferred(op, task_context())
+
+    assert (result["identity"], result["chain"], result["sent"]) == ("snap-2", "continued", True)
+    assert hook.hotload_status("day2-wake-d", BASE_MODEL).current_identities == ["snap-2"]
+
+
+def test_new_replicas_on_base_weights_break_the_chain_and_the_fallback_restarts_it(hook, emulator):
+    idle_deployment(emulator, "day2-base", boot_identity="base")
+    refused = task_context()
+    with pytest.raises(AirflowFailException, match="replica 0 serves 'the base model"):
+        hotload_op("day2-base", "snap-2", previous_snapshot_identity="snap-1").execute(refused)
+    assert refused["ti"].xcoms[SNAPSHOT_CHAIN_XCOM_KEY]["chain"] == "broken"
+    assert [e["body"]["identity"] for e in emulator.requests(route="hotload_load")] == ["snap-1"]
+
+    result = hotload_op(
+        "day2-base", "snap-2", previous_snapshot_identity="snap-1", fallback_snapshot_identity="snap-2-full"
+    ).execute(task_context())
+    assert (result["chain"], result["identity"]) == ("restarted", "snap-2-full")
+
+
+def test_auto_deleted_deployment_fails_hotload_fast_and_the_create_task_brings_it_back(hook, emulator):
+    idle_deployment(emulator, "day2-expired")
+    emulator.advance_clock(8 * 24 * 3600)  # 7 days without traffic: the platform deletes it
+    with pytest.raises(AirflowFailException, match="not found"):
+        hotload_op("day2-expired", "snap-2", previous_snapshot_identity="snap-1").execute(task_context())
+
+    context = task_context()
+    create_op("day2-expired", deferrable=False, **IDLE).execute(context)
+    assert context["ti"].xcoms[RECONCILE_XCOM_KEY]["action"] == "created"
+    result = hotload_op("day2-expired", "snap-1").execute(task_context())
+    assert result["chain"] == "full"
