@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_fireworks.api.errors import FireworksError
+from airflow_fireworks.api.errors import FireworksError, FireworksValidationError
 from airflow_fireworks.api.models import DeploymentConfig, DeploymentInfo, camel_to_snake
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(s|m|h)")
@@ -154,6 +154,28 @@ def _lookup(raw: Mapping[str, Any], path: tuple[str, ...]) -> Any:
             return _ABSENT
         node = node[part]
     return node
+
+
+_WIRE_PATHS: dict[str, tuple[str, ...]] = {
+    **{rule.field: rule.wire_path for rule in _RULES if rule.mutable},
+    **{field: ("autoscalingPolicy", key) for field, key in _WINDOWS},
+    "annotations": ("annotations",),
+}
+
+
+def patch_request(deployment_id: str, fields: Mapping[str, Any]) -> DeploymentDrift:
+    """The PATCH that sets ``fields`` (mutable ``DeploymentConfig`` fields, validated by the
+    caller) with nothing else: ``.patch_body()`` and ``.update_mask()`` give body and mask."""
+    changes: list[FieldDrift] = []
+    for field, value in fields.items():
+        path = _WIRE_PATHS.get(field)
+        if path is None:
+            raise FireworksValidationError(
+                field, f"cannot be updated in place; mutable fields are {', '.join(sorted(_WIRE_PATHS))}"
+            )
+        wire_value = _duration_text(value) if path[0] == "autoscalingPolicy" else value
+        changes.append(FieldDrift(field, path, None, value, True, wire_value))
+    return DeploymentDrift(deployment_id, tuple(changes))
 
 
 def config_drift(config: DeploymentConfig, info: DeploymentInfo) -> DeploymentDrift:

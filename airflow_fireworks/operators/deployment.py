@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -43,7 +43,9 @@ from airflow_fireworks.api import (
     validate_deployment_id,
     validate_update_mask,
 )
-from airflow_fireworks.api.validation import check_bool
+from airflow_fireworks.api.drift import patch_request
+from airflow_fireworks.api.models import MIN_SCALE_TO_ZERO_WINDOW_S
+from airflow_fireworks.api.validation import check_bool, check_int, check_seconds
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
 from airflow_fireworks.triggers.deployment import FireworksDeploymentTrigger, FireworksHotloadTrigger
@@ -476,10 +478,6 @@ class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
             self.hook.delete_deployment(self.deployment_id)
 
 
-def _duration(value: Any, field: str) -> str:
-    return f"{to_seconds(value, field):g}s"
-
-
 class FireworksUpdateDeploymentOperator(FireworksBaseDeploymentOperator):
     """PATCH a deployment with an explicit update mask, then optionally wait until it is READY.
 
@@ -535,7 +533,8 @@ class FireworksUpdateDeploymentOperator(FireworksBaseDeploymentOperator):
             self.request()
 
     def request(self) -> tuple[dict[str, Any], str]:
-        """The PATCH body and mask from ``body``/``update_mask`` and the convenience parameters."""
+        """The PATCH body and mask from ``body``/``update_mask`` and the convenience parameters
+        (encoded by ``api.drift.patch_request``, the same table create's reconcile uses)."""
         body: dict[str, Any] = {}
         paths: list[str] = []
         if self.body is not None:
@@ -551,41 +550,12 @@ class FireworksUpdateDeploymentOperator(FireworksBaseDeploymentOperator):
             paths.extend(p.strip() for p in (mask.split(",") if isinstance(mask, str) else mask) if p.strip())
         elif self.update_mask:
             raise ValueError("update_mask was given without body; pass the fields to change in body")
-        for attr, key, path in (
-            ("min_replica_count", "minReplicaCount", "min_replica_count"),
-            ("max_replica_count", "maxReplicaCount", "max_replica_count"),
-        ):
-            value = getattr(self, attr)
-            if value is None:
-                continue
-            if isinstance(value, str):
-                with suppress(ValueError):
-                    value = int(value.strip())
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{attr} must be an integer >= 0, got {value!r}")
-            self._add(body, paths, key, value, path)
-        windows: dict[str, str] = {}
-        for attr, key in (
-            ("scale_up_window_s", "scaleUpWindow"),
-            ("scale_down_window_s", "scaleDownWindow"),
-            ("scale_to_zero_window_s", "scaleToZeroWindow"),
-        ):
-            value = getattr(self, attr)
-            if value is None:
-                continue
-            if attr == "scale_to_zero_window_s" and to_seconds(value, attr) < 300:
-                raise ValueError(f"scale_to_zero_window_s must be >= 300 seconds, got {value!r}")
-            windows[key] = _duration(value, attr)
-        if windows:
-            if "autoscalingPolicy" in body:
-                raise ValueError(
-                    "body already sets autoscalingPolicy; drop it or the scale_*_window_s parameters"
-                )
-            body["autoscalingPolicy"] = windows
-            paths.extend(f"autoscaling_policy.{_snake(key)}" for key in windows)
-        low, high = body.get("minReplicaCount"), body.get("maxReplicaCount")
-        if isinstance(low, int) and isinstance(high, int) and low > high:
-            raise ValueError(f"min_replica_count ({low}) must be <= max_replica_count ({high})")
+        patch = patch_request(self.deployment_id, self._convenience_fields())
+        for key, value in patch.patch_body().items():
+            if key in body:
+                raise ValueError(f"body already sets {key}; drop it or the matching parameter")
+            body[key] = value
+        paths.extend(change.mask_path for change in patch.changes)
         if not body:
             raise ValueError(
                 "nothing to update: pass body and update_mask, or min_replica_count, max_replica_count or "
@@ -596,12 +566,20 @@ class FireworksUpdateDeploymentOperator(FireworksBaseDeploymentOperator):
         except FireworksError as err:
             raise ValueError(str(err)) from err
 
-    @staticmethod
-    def _add(body: dict[str, Any], paths: list[str], key: str, value: Any, path: str) -> None:
-        if key in body:
-            raise ValueError(f"body already sets {key}; drop it or the matching parameter")
-        body[key] = value
-        paths.append(path)
+    def _convenience_fields(self) -> dict[str, Any]:
+        """The replica counts and autoscaling windows given as parameters, validated."""
+        fields: dict[str, Any] = {}
+        for name in ("min_replica_count", "max_replica_count"):
+            if getattr(self, name) is not None:
+                fields[name] = check_int(getattr(self, name), name, 0, parse_str=True)
+        for name in ("scale_up_window_s", "scale_down_window_s", "scale_to_zero_window_s"):
+            if getattr(self, name) is not None:
+                minimum = MIN_SCALE_TO_ZERO_WINDOW_S if name == "scale_to_zero_window_s" else 0.0
+                fields[name] = check_seconds(to_seconds(getattr(self, name), name), name, minimum=minimum)
+        low, high = fields.get("min_replica_count"), fields.get("max_replica_count")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_replica_count ({low}) must be <= max_replica_count ({high})")
+        return fields
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         with failing_on_bad_input():
@@ -619,10 +597,6 @@ class FireworksUpdateDeploymentOperator(FireworksBaseDeploymentOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
         return self.deployment_from_event(event)
-
-
-def _snake(camel: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel).lstrip("_")
 
 
 class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
