@@ -15,27 +15,20 @@ delete treat a missing deployment as done, which also makes them safe teardown t
 
 from __future__ import annotations
 
-import logging
-import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_fireworks.api import (
     DeploymentConfig,
-    DeploymentDriftError,
     DeploymentNotFoundError,
-    DeploymentScaledToZeroError,
     DeploymentTarget,
-    FireworksAPIError,
     FireworksError,
-    FireworksValidationError,
     HotloadStatus,
     SnapshotChainError,
     check_deployment,
@@ -48,15 +41,23 @@ from airflow_fireworks.api.models import MIN_SCALE_TO_ZERO_WINDOW_S
 from airflow_fireworks.api.validation import check_bool, check_int, check_seconds
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
+from airflow_fireworks.operators._common import (
+    DEFERRAL_GRACE_S,
+    FINAL_EVENT_REASONS,
+    airflow_error,
+    default_deferrable,
+    failing_on_bad_input,
+    is_static,
+    serving_now,
+    to_seconds,
+    validate_event,
+)
 from airflow_fireworks.triggers.deployment import FireworksDeploymentTrigger, FireworksHotloadTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.triggers.base import BaseTrigger
 
-#: Grace the framework adds to a trigger's own deadline before it fails the task by itself.
-DEFERRAL_GRACE_S = 60.0
-EVENT_STATUSES = ("success", "error", "timeout")
 #: XCom key of the deployment's inference ``model`` string (pushed by the create operator).
 INFERENCE_MODEL_XCOM_KEY = "inference_model"
 #: XCom key of what reconciling the deployment did (pushed by the create operator).
@@ -65,93 +66,6 @@ RECONCILE_XCOM_KEY = "reconcile"
 SNAPSHOT_CHAIN_XCOM_KEY = "snapshot_chain"
 #: Task-state-store key marking that ``force_recreate`` already recreated the deployment.
 RECREATED_STATE_KEY = "fireworks_recreated_deployment"
-
-
-def is_static(value: Any) -> bool:
-    """True when ``value`` is known at parse time (no Jinja template, no XComArg inside)."""
-    if value is None or isinstance(value, bool | int | float):
-        return True
-    if isinstance(value, str):
-        return "{{" not in value and "{%" not in value
-    if isinstance(value, Mapping):
-        return all(is_static(k) and is_static(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(is_static(v) for v in value)
-    return False
-
-
-def to_seconds(value: Any, field: str) -> float:
-    """A duration > 0 in seconds from a number, numeric string or ``timedelta``."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    elif isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"{field} must be a number of seconds, got {value!r}") from None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{field} must be a number of seconds > 0, got {value!r}")
-    return float(value)
-
-
-def validate_event(event: Any, required: Sequence[str]) -> dict[str, Any]:
-    """Check a trigger event: a dict with a known ``status``, a ``message`` string and, on
-    success, the ``required`` keys. Raises AirflowException otherwise."""
-    if not isinstance(event, Mapping):
-        raise AirflowException(f"trigger event must be a dict with 'status' and 'message', got {event!r}")
-    status = event.get("status")
-    if status not in EVENT_STATUSES:
-        raise AirflowException(
-            f"trigger event has status {status!r}; expected one of {', '.join(EVENT_STATUSES)}"
-        )
-    if not isinstance(event.get("message"), str):
-        raise AirflowException("trigger event has no 'message' string")
-    missing = [key for key in required if key not in event]
-    if status == "success" and missing:
-        raise AirflowException(f"trigger success event lacks {', '.join(missing)}")
-    return dict(event)
-
-
-#: Errors that no retry can fix: the task fails at once instead of using its retries.
-_FINAL_ERRORS = (
-    FireworksValidationError,
-    DeploymentDriftError,
-    DeploymentNotFoundError,
-    DeploymentScaledToZeroError,
-    SnapshotChainError,
-)
-#: Event ``reason`` values of a deployment wait that no retry can fix.
-_FINAL_REASONS = ("gone", "scaled_to_zero")
-
-
-def airflow_error(err: FireworksError) -> AirflowException:
-    """The Airflow exception for a client error: ``AirflowFailException`` (no retry) when waiting
-    or sending again cannot help (bad input, immutable drift, gone, scaled to zero on purpose, a
-    broken snapshot chain, a non-retryable 4xx), ``AirflowException`` otherwise."""
-    final = isinstance(err, _FINAL_ERRORS) or (
-        isinstance(err, FireworksAPIError) and not err.retryable and 400 <= err.status_code < 500
-    )
-    return (AirflowFailException if final else AirflowException)(str(err))
-
-
-@contextmanager
-def failing_on_bad_input() -> Iterator[None]:
-    """Turn a ``ValueError`` from checking rendered input into ``AirflowFailException``: the
-    message names the field, and no retry would render a different value."""
-    try:
-        yield
-    except ValueError as err:
-        raise AirflowFailException(str(err)) from err
-
-
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable`` (False when unset)."""
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 class FireworksBaseDeploymentOperator(BaseOperator):
@@ -259,7 +173,7 @@ class FireworksBaseDeploymentOperator(BaseOperator):
         (``AirflowFailException`` when the deployment is gone or scaled to zero on purpose)."""
         checked = validate_event(event, ("deployment",))
         if checked["status"] != "success":
-            final = checked.get("reason") in _FINAL_REASONS
+            final = checked.get("reason") in FINAL_EVENT_REASONS
             raise (AirflowFailException if final else AirflowException)(
                 f"{checked['status']}: {checked['message']}"
             )
@@ -297,29 +211,6 @@ class FireworksBaseDeploymentOperator(BaseOperator):
                 method_name=resume_method,
             )
         self.wait_in_worker(DeploymentTarget.SERVING, deadline)
-
-
-def serving_now(hook: FireworksHook, deployment_id: str, log: logging.Logger | Any) -> bool:
-    """True when a replica of the deployment serves now; False when it is at zero replicas and
-    was just sent the inference request that wakes it (wait for ``DeploymentTarget.SERVING``).
-
-    Raises ``AirflowFailException``, naming the state and the fix, when it is gone, failed or
-    scaled to zero on purpose (``maxReplicaCount`` 0): waiting would not help.
-    """
-    try:
-        info = hook.get_deployment(deployment_id)
-        check = check_deployment(DeploymentTarget.SERVING, deployment_id, info)
-        if check.outcome == "error":
-            raise check.error(deployment_id, info)
-        if check.outcome == "success":
-            return True
-        log.info("%s", check.message)
-        if check.outcome == "probe" and hook.probe(deployment_id):
-            log.info("Deployment %s answers inference", deployment_id)
-            return True
-    except FireworksError as err:
-        raise airflow_error(err) from err
-    return False
 
 
 class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):

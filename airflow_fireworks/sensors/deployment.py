@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_fireworks.api import FireworksError, validate_base_model, validate_deployment_id
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
-from airflow_fireworks.operators.deployment import (
+from airflow_fireworks.operators._common import (
     DEFERRAL_GRACE_S,
     default_deferrable,
     failing_on_bad_input,

@@ -160,7 +160,7 @@ async def test_fails_fast_on_failed_with_the_server_message(hook, emulator):
 async def test_error_when_the_deployment_does_not_exist(hook):
     event = await first_event(deployment_trigger("trig-absent"))
     assert event["status"] == "error"
-    assert "does not exist" in event["message"]
+    assert "not found" in event["message"] and "run the create task" in event["message"]
     assert event["deployment"] is None
 
 
