@@ -115,7 +115,8 @@ class _Rule:
     wire_path: tuple[str, ...]
     mutable: bool
     always: bool = False
-    """Compare even when the server omits the field (read as ``missing``)."""
+    """Compare even when the server omits the field (read as ``missing``; protobuf JSON omits
+    zero values, so an absent replica count is 0)."""
     missing: Any = None
     same: Callable[[Any, Any], bool] = lambda current, requested: current == requested
 
@@ -134,10 +135,12 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("hot_load_trainer_job", ("hotLoadTrainerJob",), mutable=True, always=True),
     _Rule("hot_load_bucket_type", ("hotLoadBucketType",), mutable=True),
     _Rule("hot_load_transition_type", ("hotLoadTransitionType",), mutable=True),
-    _Rule("extra_args", ("extraArgs",), mutable=True, always=True, missing=[]),
-    _Rule("extra_values", ("extraValues",), mutable=True, always=True, missing={}),
-    _Rule("enable_addons", ("enableAddons",), mutable=True, always=True, missing=False),
-    _Rule("long_prompt", ("autoTune", "longPrompt"), mutable=True, always=True, missing=False),
+    # Fields the public resource type may not echo (fireworks-api.md): compared only when reported,
+    # so an unreported field never causes a PATCH (and a replica restart) on every run.
+    _Rule("extra_args", ("extraArgs",), mutable=True),
+    _Rule("extra_values", ("extraValues",), mutable=True),
+    _Rule("enable_addons", ("enableAddons",), mutable=True),
+    _Rule("long_prompt", ("autoTune", "longPrompt"), mutable=True),
 )
 _WINDOWS = (
     ("scale_up_window_s", "scaleUpWindow"),
@@ -207,9 +210,9 @@ def config_drift(config: DeploymentConfig, info: DeploymentInfo) -> DeploymentDr
                     field, ("autoscalingPolicy", key), current, requested, True, _duration_text(requested)
                 )
             )
-    if config.annotations:
-        current_map = _lookup(raw, ("annotations",))
-        current_map = dict(current_map) if isinstance(current_map, Mapping) else {}
+    reported_annotations = _lookup(raw, ("annotations",))
+    if config.annotations and reported_annotations is not _ABSENT:
+        current_map = dict(reported_annotations) if isinstance(reported_annotations, Mapping) else {}
         if any(current_map.get(k) != v for k, v in config.annotations.items()):
             merged = {**current_map, **config.annotations}
             changes.append(
