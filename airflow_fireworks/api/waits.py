@@ -117,7 +117,8 @@ def _check_serving(
         if availability is Availability.SCALED_TO_ZERO:
             return DeploymentCheck(
                 "error",
-                f"deployment {name} is scaled to zero on purpose ({info.describe()}); nothing serves "
+                f"deployment {name} is scaled to zero on purpose (maxReplicaCount 0; {info.describe()}); "
+                "nothing serves "
                 "until its replica counts change: run the create task (it restores the configured "
                 "min/max_replica_count) or raise them with FireworksUpdateDeploymentOperator",
                 "scaled_to_zero",

@@ -3,6 +3,7 @@
 Layout under ``output_path`` for shard ``k``::
 
     shard-00000k/inputs.json                  while sampling: what is being sampled
+    shard-00000k/served_identity.json         while sampling: identities served (with base_model)
     shard-00000k/part-<try>-<uuid8>.jsonl     while sampling: one file per attempt
     shard-00000k/completions.jsonl            at the end: one record per completion
     shard-00000k/errors.jsonl                 at the end: one error record per failed prompt
@@ -41,6 +42,7 @@ COMPLETIONS_FILE = "completions.jsonl"
 ERRORS_FILE = "errors.jsonl"
 MANIFEST_FILE = "manifest.json"
 INPUTS_FILE = "inputs.json"
+SERVED_IDENTITY_FILE = "served_identity.json"
 _TMP_SUFFIX = ".tmp"
 _PART_RE = re.compile(r"^part-(\d+)-([0-9a-f]{8})\.jsonl$")
 #: The start of a record line as ``dumps_record`` writes it: enough to tell which prompt a torn
@@ -151,6 +153,7 @@ class ShardStore:
         self.errors_path = self.directory / ERRORS_FILE
         self.manifest_path = self.directory / MANIFEST_FILE
         self.inputs_path = self.directory / INPUTS_FILE
+        self.served_identity_path = self.directory / SERVED_IDENTITY_FILE
 
     def __repr__(self) -> str:
         return f"ShardStore({str(self.directory)!r})"
@@ -197,6 +200,20 @@ class ShardStore:
         self.manifest_path.unlink()
         if self.errors_path.exists():
             self.errors_path.unlink()
+        served = manifest.get("served_identity")
+        if isinstance(served, dict):
+            self.remember_served_identities([served["start"], served["end"]])
+
+    def served_identities(self) -> list[list[str | None]]:
+        """The snapshot identities earlier attempts read before sampling into this directory
+        (earliest first), so that the manifest's ``served_identity`` covers every completion."""
+        recorded = _read_json(self.served_identity_path)
+        seen = recorded.get("seen") if recorded is not None else None
+        return seen if isinstance(seen, list) else []
+
+    def remember_served_identities(self, seen: list[list[str | None]]) -> None:
+        """Record the identities read so far (before any completion of this attempt is written)."""
+        self.served_identity_path.write_text(json.dumps({"seen": seen}), encoding="utf-8")
 
     def open_part(self, attempt: int) -> PartWriter:
         """A new part file for this attempt (never one an earlier or concurrent attempt uses)."""
@@ -259,7 +276,12 @@ class ShardStore:
     def remove_scratch(self) -> None:
         """Remove the parts, ``inputs.json`` and temporary files; results stay."""
         self._invalidate_listing()
-        for path in [*self._parts(), self.inputs_path, self.directory / (COMPLETIONS_FILE + _TMP_SUFFIX)]:
+        scratch = [
+            self.inputs_path,
+            self.served_identity_path,
+            self.directory / (COMPLETIONS_FILE + _TMP_SUFFIX),
+        ]
+        for path in [*self._parts(), *scratch]:
             if path.exists():
                 path.unlink()
 
@@ -276,7 +298,14 @@ class ShardStore:
         return [path for _, _, path in sorted(found)]
 
     def _our_files(self) -> list[ObjectStoragePath]:
-        names = {COMPLETIONS_FILE, ERRORS_FILE, MANIFEST_FILE, INPUTS_FILE, COMPLETIONS_FILE + _TMP_SUFFIX}
+        names = {
+            COMPLETIONS_FILE,
+            ERRORS_FILE,
+            MANIFEST_FILE,
+            INPUTS_FILE,
+            SERVED_IDENTITY_FILE,
+            COMPLETIONS_FILE + _TMP_SUFFIX,
+        }
         if not self.directory.exists():
             return []
         return [path for path in self.directory.iterdir() if path.name in names or _PART_RE.match(path.name)]

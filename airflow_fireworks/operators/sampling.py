@@ -17,6 +17,13 @@ belongs to shard ``i % num_shards``)::
 
 A retried task resumes: prompts whose whole group of completions is already written are not
 sampled again, and nothing is duplicated.
+
+Run after run on the same deployment: before the first prompt one GET says whether a replica
+serves. A deployment the platform scaled to zero for idleness is woken and its cold start waited
+for (in the worker, or in the triggerer with ``deferrable=True``); one that is gone or scaled to
+zero on purpose (``maxReplicaCount`` 0) fails the task at once, naming the state and the fix. With
+``base_model`` the snapshot identity the replicas serve is read before and after sampling and kept
+in the manifest as on-policy evidence (``served_identity``).
 """
 
 from __future__ import annotations
@@ -30,17 +37,32 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_fireworks.api import FireworksValidationError, validate_deployment_id
+from airflow_fireworks.api import (
+    DeploymentTarget,
+    FireworksError,
+    FireworksValidationError,
+    validate_base_model,
+    validate_deployment_id,
+)
 from airflow_fireworks.api.validation import check_bool, check_int, check_number, is_inference_model
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
+from airflow_fireworks.operators._common import (
+    DEFERRAL_GRACE_S,
+    airflow_error,
+    default_deferrable,
+    failing_on_bad_input,
+    serving_now,
+    to_seconds,
+    validate_event,
+)
 from airflow_fireworks.operators._prompts import PromptSet, ShardPrompts, check_prompt_list
 from airflow_fireworks.operators._sample_store import ShardStore, Tally
 from airflow_fireworks.sampling import (
@@ -54,6 +76,7 @@ from airflow_fireworks.sampling import (
     sample_prompts,
 )
 from airflow_fireworks.sampling.output import result_records
+from airflow_fireworks.triggers.deployment import FireworksDeploymentTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -68,7 +91,7 @@ SUMMARY_KEYS = (
     "model", "tokenizer", "shard_index", "num_shards",
     "num_prompts", "num_prompts_sampled", "num_prompts_resumed", "num_prompts_failed", "num_prompts_skipped",
     "num_completions", "prompt_tokens", "completion_tokens", "finish_reasons",
-    "throughput", "controller", "completions_uri", "errors_uri", "manifest_uri",
+    "throughput", "controller", "served_identity", "completions_uri", "errors_uri", "manifest_uri",
 )  # fmt: skip
 #: Error summaries kept in the manifest (every error record is in errors.jsonl).
 MANIFEST_ERRORS = 100
@@ -106,6 +129,25 @@ def _model(value: Any) -> str:
             "(or pass deployment_id and let the account be resolved)",
         )
     return text
+
+
+def _named_deployment(model: str) -> tuple[str, str] | None:
+    """``(account, deployment id)`` of an ``accounts/<a>/deployments/<id>`` model name; None for
+    the ``<model>#<deployment>`` form."""
+    parts = model.split("/")
+    if "#" in model or len(parts) != 4 or parts[0] != "accounts" or parts[2] != "deployments":
+        return None
+    return parts[1], parts[3]
+
+
+def _served_identity(seen: Sequence[list[str | None]]) -> dict[str, Any] | None:
+    """``{"start", "end", "changed"}`` from the identities the replicas served, as read before and
+    after sampling (earliest first); None when they were not read. A change of replica count
+    serving the same identity is no change; a replica serving anything else is."""
+    if not seen:
+        return None
+    start = seen[0]
+    return {"start": start, "end": seen[-1], "changed": any(set(ids) != set(start) for ids in seen)}
 
 
 def _stop(value: Any) -> str | list[str] | list[int] | None:
@@ -240,7 +282,8 @@ class _CountingController:
 
 @dataclass
 class _Attempt:
-    """What this attempt sampled, and a timeline of throughput and concurrency."""
+    """What this attempt sampled, a timeline of throughput and concurrency, and the snapshot
+    identities the replicas served (``served``: per read, earliest first, earlier attempts' too)."""
 
     n: int
     controller: _CountingController
@@ -253,6 +296,7 @@ class _Attempt:
     tally: Tally = field(init=False)
     timeline: list[dict[str, float]] = field(default_factory=list)
     timeline_interval_s: float = TIMELINE_FIRST_INTERVAL_S
+    served: list[list[str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.n)
@@ -370,12 +414,26 @@ class FireworksSampleOperator(BaseOperator):
         retried, every ``not_ready_interval_s`` seconds; past that the task stops at once (every
         other prompt would wait the same) and fails, keeping what was written for a retry.
     :param not_ready_interval_s: seconds between those retries.
+    :param base_model: the deployment's base model, e.g. ``accounts/fireworks/models/qwen3-8b``
+        (templated). Given, the snapshot identity each replica serves is read from the hotload
+        status before sampling starts and after it ends, and recorded in the manifest and the XCom
+        summary as ``served_identity``: ``{"start": [...], "end": [...], "changed": bool}`` (one
+        entry per replica, None for base weights; a resumed shard's ``start`` is its first
+        attempt's). Without it ``served_identity`` is null.
+    :param require_stable_identity: fail the task, without retry, when the served identity changed
+        while sampling (needs ``base_model``); the output and manifest are written first, and the
+        result is pushed to XCom all the same.
+    :param deferrable: wait for a deployment waking from zero replicas in the triggerer instead of
+        the worker.
+    :param wake_timeout: seconds (or ``timedelta``) a wake-up from zero replicas (the cold start)
+        may take.
+    :param poll_interval: seconds (or ``timedelta``) between polls while it wakes.
     """
 
     template_fields: Sequence[str] = (
         "deployment_id", "model", "tokenizer", "prompts", "prompts_path", "output_path",
         "shard_index", "num_shards", "n", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed",
-        "max_seq_len", "concurrency",
+        "max_seq_len", "concurrency", "base_model",
     )  # fmt: skip
     template_fields_renderers = {"prompts": "json"}
     operator_extra_links = (FireworksDeploymentLink(),)
@@ -411,6 +469,11 @@ class FireworksSampleOperator(BaseOperator):
         progress_interval_s: float = 10.0,
         not_ready_retries: int = 10,
         not_ready_interval_s: float = 5.0,
+        base_model: str | None = None,
+        require_stable_identity: bool = False,
+        deferrable: bool = default_deferrable(),
+        wake_timeout: float | timedelta = 900.0,
+        poll_interval: float | timedelta = 15.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -441,6 +504,11 @@ class FireworksSampleOperator(BaseOperator):
         self.progress_interval_s = progress_interval_s
         self.not_ready_retries = not_ready_retries
         self.not_ready_interval_s = not_ready_interval_s
+        self.base_model = base_model
+        self.require_stable_identity = require_stable_identity
+        self.deferrable = check_bool(deferrable, "deferrable")
+        self.wake_timeout = to_seconds(wake_timeout, "wake_timeout")
+        self.poll_interval = to_seconds(poll_interval, "poll_interval")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
         self._killed = False
@@ -519,7 +587,25 @@ class FireworksSampleOperator(BaseOperator):
             "not_ready_interval_s": check_number(
                 self.not_ready_interval_s, "not_ready_interval_s", 0, math.inf, parse_str=True
             ),
+            "base_model": get("base_model", lambda v, k: validate_base_model(v, k), optional=True),
+            "require_stable_identity": check_bool(self.require_stable_identity, "require_stable_identity"),
         }
+        if s["require_stable_identity"] and s["base_model"] is None:
+            raise FireworksValidationError(
+                "require_stable_identity",
+                "needs base_model (the deployment's base model, e.g. 'accounts/fireworks/models/qwen3-8b'): "
+                "the served identity is read from the deployment's hotload status",
+            )
+        if (
+            s["base_model"] is not None
+            and s["model"] not in (None, _PENDING)
+            and _named_deployment(s["model"]) is None
+        ):
+            raise FireworksValidationError(
+                "base_model",
+                "reading the served identity needs the deployment: give deployment_id, or model as "
+                "'accounts/<account>/deployments/<deployment>'",
+            )
         if s["top_logprobs"] and not s["logprobs"]:
             raise FireworksValidationError("top_logprobs", "needs logprobs=True")
         if s["max_tokens"] == 0 and not s["echo"]:
@@ -539,28 +625,30 @@ class FireworksSampleOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Sample the shard; return its summary (counts, tokens, finish reasons, throughput,
         controller summary, URIs), plus the records themselves when there is no ``output_path``."""
-        settings = self._settings(strict=True)
-        prompt_set = PromptSet.from_source(self.prompts, settings["prompts_path"])
-        prompt_set.validate()
-        if (
-            prompt_set.needs_tokenizer or (settings["stop"] and not isinstance(settings["stop"][0], str))
-        ) and settings["tokenizer"] is None:
-            raise FireworksValidationError(
-                "tokenizer",
-                "chat prompts (and integer stop ids) need a tokenizer: give a Hugging Face model "
-                "id or a local directory, or send prompt_token_ids",
-            )
-        tokenizer = self._load_tokenizer(settings["tokenizer"])
-        shard = prompt_set.shard(settings["shard_index"], settings["num_shards"])
-        n = settings["n"]
-        if settings["output_path"] is None and len(shard) * n > settings["max_xcom_completions"]:
-            raise FireworksValidationError(
-                "max_xcom_completions",
-                f"{len(shard)} prompts x n={n} = {len(shard) * n} completions exceed max_xcom_completions="
-                f"{settings['max_xcom_completions']} for XCom; set output_path (e.g. "
-                "'file:///data/rollouts/{{ run_id }}') to write them as JSON Lines, or raise "
-                "max_xcom_completions",
-            )
+        with failing_on_bad_input():  # no retry renders a different value
+            settings = self._settings(strict=True)
+            prompt_set = PromptSet.from_source(self.prompts, settings["prompts_path"])
+            prompt_set.validate()
+            if (
+                prompt_set.needs_tokenizer or (settings["stop"] and not isinstance(settings["stop"][0], str))
+            ) and settings["tokenizer"] is None:
+                raise FireworksValidationError(
+                    "tokenizer",
+                    "chat prompts (and integer stop ids) need a tokenizer: give a Hugging Face model "
+                    "id or a local directory, or send prompt_token_ids",
+                )
+            tokenizer = self._load_tokenizer(settings["tokenizer"])
+            shard = prompt_set.shard(settings["shard_index"], settings["num_shards"])
+            n = settings["n"]
+            if settings["output_path"] is None and len(shard) * n > settings["max_xcom_completions"]:
+                raise FireworksValidationError(
+                    "max_xcom_completions",
+                    f"{len(shard)} prompts x n={n} = {len(shard) * n} completions exceed "
+                    f"max_xcom_completions="
+                    f"{settings['max_xcom_completions']} for XCom; set output_path (e.g. "
+                    "'file:///data/rollouts/{{ run_id }}') to write them as JSON Lines, or raise "
+                    "max_xcom_completions",
+                )
         if not len(shard):
             log.warning(
                 "Shard %d of %d has no prompt (%d prompts in all)",
@@ -569,49 +657,62 @@ class FireworksSampleOperator(BaseOperator):
                 prompt_set.total,
             )
         params = self.hook.connection_params
-        if settings["model"] is None:
-            try:
-                model = self.hook.inference_model(settings["deployment_id"])
-            finally:
-                self.hook.close()
-        else:
-            model = settings["model"]
-        inputs = {
-            "model": model,
-            "tokenizer": settings["tokenizer"],
-            "shard_index": settings["shard_index"],
-            "num_shards": settings["num_shards"],
-            "num_prompts_total": prompt_set.total,
-            "prompts_sha256": prompt_set.digest,
-            "sampling": self._sampling_params(settings),
-        }
-        ti = context.get("ti")
-        attempt = int(getattr(ti, "try_number", None) or 1)
-        log.info(
-            "Sampling %d prompts x n=%d from %s (shard %d of %d, attempt %d)",
-            len(shard),
-            n,
-            model,
-            settings["shard_index"],
-            settings["num_shards"],
-            attempt,
-        )
-        controller = _CountingController(_make_controller(settings["concurrency"]))
-        sampler = DeploymentSampler(
-            params.inference_url or params.base_url,
-            model,
-            params.api_key,
-            tokenizer,
-            controller,
-            additional_headers=dict(params.additional_headers),
-            verify_ssl=params.verify_ssl,
-            not_ready_retries=settings["not_ready_retries"],
-            not_ready_interval_s=settings["not_ready_interval_s"],
-        )
-        run = _Attempt(n=n, controller=controller)
-        if settings["output_path"] is None:
-            return self._sample_to_xcom(settings, inputs, shard, sampler, run)
-        return self._sample_to_store(settings, inputs, shard, sampler, run, prompt_set, attempt)
+        try:  # one control-plane session for the checks around sampling, closed at the end
+            model = settings["model"] or self.hook.inference_model(settings["deployment_id"])
+            inputs = {
+                "model": model,
+                "tokenizer": settings["tokenizer"],
+                "shard_index": settings["shard_index"],
+                "num_shards": settings["num_shards"],
+                "num_prompts_total": prompt_set.total,
+                "prompts_sha256": prompt_set.digest,
+                "sampling": self._sampling_params(settings),
+            }
+            ti = context.get("ti")
+            attempt = int(getattr(ti, "try_number", None) or 1)
+            log.info(
+                "Sampling %d prompts x n=%d from %s (shard %d of %d, attempt %d)",
+                len(shard),
+                n,
+                model,
+                settings["shard_index"],
+                settings["num_shards"],
+                attempt,
+            )
+            controller = _CountingController(_make_controller(settings["concurrency"]))
+            sampler = DeploymentSampler(
+                params.inference_url or params.base_url,
+                model,
+                params.api_key,
+                tokenizer,
+                controller,
+                additional_headers=dict(params.additional_headers),
+                verify_ssl=params.verify_ssl,
+                not_ready_retries=settings["not_ready_retries"],
+                not_ready_interval_s=settings["not_ready_interval_s"],
+            )
+            run = _Attempt(n=n, controller=controller)
+            if settings["output_path"] is None:
+                result = self._sample_to_xcom(settings, inputs, shard, sampler, run)
+            else:
+                result = self._sample_to_store(settings, inputs, shard, sampler, run, prompt_set, attempt)
+        finally:
+            self.hook.close()
+        self._check_served_identity(context, result)
+        return result
+
+    def execute_after_wake(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after a deferred wake-up from zero replicas: sample as ``execute`` does (it finds
+        a replica serving). After an error event ``execute`` looks again and fails naming the
+        state (gone, failed, scaled to zero on purpose)."""
+        checked = validate_event(event, ("deployment",))
+        if checked["status"] == "timeout":
+            raise AirflowException(
+                f"The deployment did not wake within wake_timeout={self.wake_timeout:g}s: "
+                f"{checked['message']}"
+            )
+        log.info("%s", checked["message"])
+        return self.execute(context)
 
     @staticmethod
     def _load_tokenizer(name: str | None) -> Any:
@@ -697,7 +798,9 @@ class FireworksSampleOperator(BaseOperator):
                     "without sampling",
                     store.directory,
                 )
-                return {**{k: previous[k] for k in SUMMARY_KEYS}, "num_prompts_sampled": 0, "reused": True}
+                # .get: a manifest written before a key was added lacks it
+                summary = {k: previous.get(k) for k in SUMMARY_KEYS}
+                return {**summary, "num_prompts_sampled": 0, "reused": True}
             log.info(
                 "%s holds %d failed prompts from an earlier attempt; sampling them again",
                 store.directory,
@@ -714,6 +817,8 @@ class FireworksSampleOperator(BaseOperator):
                 len(shard),
                 store.directory,
             )
+        if settings["base_model"] is not None:
+            run.served = store.served_identities()  # what earlier attempts sampled from
         writer = store.open_part(attempt)
 
         async def write(result: PromptResult) -> None:
@@ -728,6 +833,7 @@ class FireworksSampleOperator(BaseOperator):
                 done,
                 write,
                 f"what was written to {store.directory} is kept for a retry",
+                remember=store.remember_served_identities,
             )
         finally:
             writer.close()
@@ -802,9 +908,22 @@ class FireworksSampleOperator(BaseOperator):
         done: frozenset[int],
         sink: Callable[[PromptResult], Awaitable[None]],
         on_cancel: str,
+        *,
+        remember: Callable[[list[list[str | None]]], None] | None = None,
     ) -> dict[str, float]:
-        """Run the async sampler in this thread's own event loop (``on_kill`` cancels it); return
-        the concurrency controller's summary."""
+        """What both outputs share: make sure the deployment serves (waking it from zero), read
+        the identity it serves, run the async sampler in this thread's own event loop
+        (``on_kill`` cancels it), read the identity again; return the concurrency controller's
+        summary. ``remember`` keeps the identities read before sampling for a later attempt."""
+        deployment = None
+        if len(done) < len(shard):  # with nothing left to sample there is nothing to wake or read
+            try:
+                deployment = self._deployment(sampler.model, settings)
+                if deployment is not None:
+                    self._ensure_serving(deployment)
+                    self._read_served_identity(deployment, settings, run, remember)
+            finally:
+                self.hook.close()  # no idle control-plane connection while sampling
         try:
             asyncio.run(self._sample_async(sampler, shard, done, sink, run, settings))
         except asyncio.CancelledError:
@@ -819,8 +938,80 @@ class FireworksSampleOperator(BaseOperator):
             ) from None
         finally:
             self._loop = self._task = None
+        if deployment is not None:
+            self._read_served_identity(deployment, settings, run)
         # ``final_window`` lets the next step start where this one ended (``initial_window``).
         return {**run.controller.step_completed(), "final_window": run.controller.window_size}
+
+    def _deployment(self, model: str, settings: Mapping[str, Any]) -> str | None:
+        """The deployment to check before sampling: the one ``model`` names when it belongs to
+        this connection's account; None (not checked) otherwise."""
+        named = _named_deployment(model)
+        if named is not None:
+            try:
+                account = self.hook.account_id  # already resolved when deployment_id was given
+            except FireworksError as err:
+                raise airflow_error(err) from err
+            if named[0] == account:
+                return named[1]
+        if settings["base_model"] is not None:
+            raise FireworksValidationError(
+                "base_model",
+                f"reading the served identity needs a deployment of this connection's account; {model!r} "
+                "is not one: give deployment_id",
+            )
+        log.info(
+            "Not checking that %s serves: it does not name a deployment of this connection's account", model
+        )
+        return None
+
+    def _ensure_serving(self, deployment_id: str) -> None:
+        """Make sure a replica serves before any prompt is sent (``serving_now``: one GET when it
+        does). A deployment at zero replicas was just sent the request that wakes it: wait through
+        its cold start in the worker, or defer (the task resumes in ``execute_after_wake``)."""
+        if serving_now(self.hook, deployment_id, log):
+            return
+        deadline = time.time() + self.wake_timeout
+        if self.deferrable:
+            self.defer(
+                trigger=FireworksDeploymentTrigger(
+                    deployment_id,
+                    target=DeploymentTarget.SERVING,
+                    fireworks_conn_id=self.fireworks_conn_id,
+                    deadline=deadline,
+                    poll_interval=self.poll_interval,
+                ),
+                method_name="execute_after_wake",
+                timeout=timedelta(seconds=self.wake_timeout + DEFERRAL_GRACE_S),
+            )
+        try:
+            self.hook.wait_for(
+                DeploymentTarget.SERVING,
+                deployment_id,
+                timeout_s=self.wake_timeout,
+                poll_interval_s=self.poll_interval,
+            )
+        except FireworksError as err:
+            raise airflow_error(err) from err
+
+    def _read_served_identity(
+        self,
+        deployment_id: str,
+        settings: Mapping[str, Any],
+        run: _Attempt,
+        remember: Callable[[list[list[str | None]]], None] | None = None,
+    ) -> None:
+        """Append the snapshot identity each replica serves now to ``run.served`` (with
+        ``base_model`` only: the hotload status is routed by it)."""
+        if settings["base_model"] is None:
+            return
+        try:
+            status = self.hook.hotload_status(deployment_id, settings["base_model"])
+        except FireworksError as err:
+            raise airflow_error(err) from err
+        run.served.append(status.current_identities)
+        if remember is not None:
+            remember(run.served)
 
     async def _sample_async(
         self,
@@ -897,10 +1088,27 @@ class FireworksSampleOperator(BaseOperator):
             "finish_reasons": dict(tally.finish_reasons),
             "throughput": run.throughput(),
             "controller": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in controller.items()},
+            "served_identity": _served_identity(run.served),
             "completions_uri": uris[0],
             "errors_uri": uris[1],
             "manifest_uri": uris[2],
         }
+
+    def _check_served_identity(self, context: Context, result: dict[str, Any]) -> None:
+        """With ``require_stable_identity``, fail without retry when the served identity changed
+        while sampling; the output is already written, and ``result`` is pushed to XCom anyway."""
+        served = result.get("served_identity")
+        if not self.require_stable_identity or not served or not served["changed"]:
+            return
+        context["ti"].xcom_push(key="return_value", value=result)
+        kept = result["manifest_uri"] or "this task's XCom return_value"
+        raise AirflowFailException(
+            f"The served snapshot identity changed during sampling: {served['start']} at the start, "
+            f"{served['end']} at the end, so the completions may mix policies (require_stable_identity="
+            f"True). Nothing is lost: the results and their served_identity are in {kept}. To sample "
+            "again once one identity serves (hot-load before sampling, not during it), use a new "
+            "output_path: a finished one is reused as it is."
+        )
 
     @staticmethod
     def _failed_fraction(summary: Mapping[str, Any]) -> float:

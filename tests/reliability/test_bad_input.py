@@ -189,7 +189,7 @@ def test_invalid_rendered_values_fail_before_any_request(
         setattr(task, name, value)
 
     # No retry renders a different value: the task fails at once (AirflowFailException).
-    expected = (ValueError, AirflowFailException) if operator == "sample" else AirflowFailException
+    expected = AirflowFailException
     with pytest.raises(expected) as caught:
         task.execute(task_context())
 
@@ -317,7 +317,7 @@ def test_bad_prompt_files_fail_naming_the_line_before_any_request(
         output_path=(tmp_path / "out").as_uri(), max_tokens=8,
     )  # fmt: skip
 
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(AirflowFailException) as caught:
         task.execute(task_context())
 
     assert_clear(caught, "prompts_path", says)
