@@ -87,6 +87,7 @@ with DAG(
     shards = FireworksSampleOperator.partial(
         task_id="sample_shard",
         deployment_id=DEPLOYMENT_ID,
+        base_model=BASE_MODEL,
         tokenizer="{{ params.tokenizer }}",
         prompts_path="{{ params.prompts_path }}",
         output_path="{{ params.output_root }}/{{ run_id | replace(':', '_') }}/eval",

@@ -124,6 +124,8 @@ with DAG(
         sample = FireworksSampleOperator(
             task_id=f"sample_step_{step}",
             deployment_id=DEPLOYMENT_ID,
+            base_model=BASE_MODEL,  # record the snapshot served at start and end (on-policy evidence)
+            require_stable_identity=True,
             tokenizer="{{ params.tokenizer }}",
             prompts_path="{{ params.prompts_path }}",
             output_path=f"{{{{ params.output_root }}}}/{{{{ run_id | replace(':', '_') }}}}/step-{step}",
