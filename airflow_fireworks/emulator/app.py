@@ -25,6 +25,7 @@ from airflow_fireworks.emulator.core import (
 )
 from airflow_fireworks.emulator.errors import ApiError, error_response, invalid, json_response
 from airflow_fireworks.emulator.hotload import parse_load_request
+from airflow_fireworks.emulator.inference import CompletionsHandler
 from airflow_fireworks.emulator.resources import DEPLOYMENT_ID_RE, rfc3339
 from airflow_fireworks.emulator.settings import Settings
 from airflow_fireworks.emulator.state import DELETED, Deployment
@@ -345,9 +346,11 @@ async def hotload_status(request: web.Request) -> web.StreamResponse:
 # -- inference ---------------------------------------------------------------------------------
 
 
+COMPLETIONS_KEY: web.AppKey[CompletionsHandler] = web.AppKey("completions", CompletionsHandler)
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
-    emulator = emulator_of(request)
-    return await emulator.completions.handle(request, await read_json(request))
+    return await request.app[COMPLETIONS_KEY].handle(request, await read_json(request))
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -355,6 +358,7 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[fireworks_middleware], client_max_size=64 * 1024**2)
     emulator = Emulator(settings)
     app[EMULATOR_KEY] = emulator
+    app[COMPLETIONS_KEY] = CompletionsHandler(emulator)
     app.on_response_prepare.append(_on_prepare)
     app.on_cleanup.append(_on_cleanup)
     deployments = "/v1/accounts/{account}/deployments"

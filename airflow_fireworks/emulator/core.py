@@ -13,7 +13,6 @@ from aiohttp import web
 
 from airflow_fireworks.emulator.errors import ApiError, invalid, json_response
 from airflow_fireworks.emulator.faults import CannedAnswer, FaultRule, Faults
-from airflow_fireworks.emulator.inference import CompletionsHandler
 from airflow_fireworks.emulator.settings import Settings
 from airflow_fireworks.emulator.state import Deployment, Store
 
@@ -68,7 +67,6 @@ class Emulator:
         self.stats = Stats()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=settings.request_log_size)
         self.sampling_rng = random.Random(settings.seed)
-        self.completions = CompletionsHandler(self)
 
     def configure(self, settings: Settings) -> None:
         """Switch to new settings (the account and key apply to the next request)."""
