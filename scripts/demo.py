@@ -1,9 +1,13 @@
-"""``make demo``: run the RL-loop example DAG end to end against the local Fireworks emulator.
+"""``make demo``: run the RL-loop example DAG for two scheduled days against the local emulator.
 
 Starts the emulator on a free loopback port, points the ``fireworks_default`` connection at it,
-runs ``airflow dags test fireworks_rl_loop`` (deferrable waits run in Airflow's in-process
-triggerer), then prints a summary, draws a chart of each sampling step and stops the emulator.
-Everything lives under ``.demo/`` in the repository; each run starts from a fresh Airflow home.
+and runs ``airflow dags test fireworks_rl_loop <day>`` for two consecutive logical dates on the
+same deployment (deferrable waits run in Airflow's in-process triggerer): day 1 creates the
+deployment, its teardown scales it to zero, and day 2 finds it at zero and reconciles it back to
+the DAG's replica counts. After each day it prints the day's summary (tasks, what reconciling
+did, each step's snapshot chain, the sampling table, the replicas left running); at the end it
+draws a chart of each day's sampling steps and stops the emulator. Everything lives under
+``.demo/`` in the repository; each run starts from a fresh Airflow home and a fresh emulator.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ from airflow_fireworks.testing import EmulatorProcess  # noqa: E402
 DAG_ID = "fireworks_rl_loop"
 DEMO_DIR = REPO_ROOT / ".demo"
 DEMO_API_KEY = "fw-demo-key-not-a-secret"
-EMULATOR_SETTINGS = {"create_delay_s": 3.0, "hotload_stage_s": 0.4, "decode_slots": 32}
+EMULATOR_SETTINGS: dict[str, Any] = {"create_delay_s": 3.0, "hotload_stage_s": 0.4, "decode_slots": 32}
+#: Two consecutive scheduled days of the ``@daily`` DAG, run one after the other.
+DAYS = ("2026-01-01", "2026-01-02")
+DEPLOYMENT_ID = "grpo-arith-qwen3-8b"  # the DAG's default params.deployment_id
 
 
 def airflow_env(home: Path, output_root: Path, emulator: EmulatorProcess) -> dict[str, str]:
@@ -67,70 +74,155 @@ def run_airflow(env: dict[str, str], log_path: Path, *args: str) -> None:
         )
 
 
-def task_states(db_path: Path) -> list[tuple[str, str]]:
+def query(db_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db_path) as conn:
-        rows = conn.execute(
-            "SELECT task_id, state FROM task_instance WHERE dag_id = ? ORDER BY start_date", (DAG_ID,)
-        ).fetchall()
+        return list(conn.execute(sql, params).fetchall())
+
+
+def run_of_day(db_path: Path, day: str) -> tuple[str, str]:
+    """The run id and state of the DAG run whose logical date is ``day``."""
+    rows = query(
+        db_path,
+        "SELECT run_id, state FROM dag_run WHERE dag_id = ? AND logical_date LIKE ?",
+        DAG_ID,
+        f"{day}%",
+    )
+    if len(rows) != 1:
+        sys.exit(f"expected one run of {DAG_ID} on {day}, found {rows}")
+    return str(rows[0][0]), str(rows[0][1])
+
+
+def task_states(db_path: Path, run_id: str) -> list[tuple[str, str]]:
+    rows = query(
+        db_path,
+        "SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ? ORDER BY start_date",
+        DAG_ID,
+        run_id,
+    )
     return [(str(task), str(state)) for task, state in rows]
 
 
-def read_manifests(output_root: Path) -> list[tuple[str, dict[str, Any]]]:
+def xcoms(db_path: Path, run_id: str) -> dict[tuple[str, str], Any]:
+    """``{(task_id, key): value}`` of the run's XComs (JSON in the metadata DB)."""
+    rows = query(
+        db_path,
+        "SELECT task_id, key, value FROM xcom WHERE dag_id = ? AND run_id = ? AND map_index = -1",
+        DAG_ID,
+        run_id,
+    )
+    return {
+        (str(task), str(key)): json.loads(value) if isinstance(value, str | bytes) else value
+        for task, key, value in rows
+    }
+
+
+def read_manifests(output_root: Path, run_id: str) -> list[tuple[str, dict[str, Any]]]:
     """Every sampling manifest of the run, by step directory name, in step order."""
+    run_dir = output_root / run_id.replace(":", "_")
     return [
-        (str(path.relative_to(output_root).parts[1]), json.loads(path.read_text()))
-        for path in sorted(output_root.glob("*/step-*/shard-*/manifest.json"))
+        (str(path.relative_to(run_dir).parts[0]), json.loads(path.read_text()))
+        for path in sorted(run_dir.glob("step-*/shard-*/manifest.json"))
     ]
 
 
-def draw_chart(manifests: list[tuple[str, dict[str, Any]]], chart_path: Path) -> None:
-    """Plot throughput and concurrency window over time, one panel per sampling step."""
+def describe_reconcile(outcome: dict[str, Any] | None) -> str:
+    """``updated (min_replica_count 0 -> 1, ...)`` from the ``reconcile`` XCom."""
+    if not outcome:
+        return ""
+    changes = ", ".join(f"{c['field']} {c['current']} -> {c['requested']}" for c in outcome["changes"])
+    return f"{outcome['action']} ({changes})" if changes else str(outcome["action"])
+
+
+def describe_task(task: str, values: dict[tuple[str, str], Any]) -> str:
+    """A short note on what the task did, read from its XComs."""
+    result = values.get((task, "return_value"))
+    if task == "create_deployment":
+        return describe_reconcile(values.get((task, "reconcile")))
+    if task.startswith("hotload_step_") and isinstance(result, dict):
+        # ``snapshot_chain`` is pushed before the wait: it knows whether the load was sent.
+        chain = values.get((task, "snapshot_chain")) or {}
+        load = {"full": "full load", "continued": "delta", "restarted": "full fallback"}.get(
+            result["chain"], ""
+        )
+        sent = "sent" if chain.get("sent") else "already served"
+        return f"chain {result['chain']} ({load} {sent})"
+    if task.startswith("sample_step_") and isinstance(result, dict):
+        return f"{result['num_completions']} completions"
+    if task.startswith("train_step_placeholder_") and isinstance(result, dict):
+        return f"{result['groups']} groups, mean reward {result['mean_reward']:.2f}"
+    if task == "release_gpus" and isinstance(result, dict):
+        counts = (
+            result.get("replica_count"),
+            result.get("min_replica_count"),
+            result.get("max_replica_count"),
+        )
+        return "scaled to zero: {} replicas, min {}, max {}".format(*counts)
+    return ""
+
+
+def draw_chart(days: list[tuple[str, list[tuple[str, dict[str, Any]]]]], chart_path: Path) -> None:
+    """Plot throughput and concurrency window over time: one column per day, one row per step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(manifests), 1, figsize=(9, 2.8 * len(manifests)), squeeze=False)
-    for axis, (step, manifest) in zip(axes[:, 0], manifests, strict=True):
-        timeline = manifest.get("timeline", [])
-        times = [point["t_s"] for point in timeline]
-        axis.plot(times, [point["tokens_per_s"] for point in timeline], color="tab:blue")
-        axis.set_ylabel("tokens/s", color="tab:blue")
-        axis.set_title(f"{step}: {manifest['num_completions']} completions")
-        window_axis = axis.twinx()
-        window_axis.step(times, [point["window"] for point in timeline], where="post", color="tab:orange")
-        window_axis.plot(times, [point["in_flight"] for point in timeline], color="tab:green", alpha=0.5)
-        window_axis.set_ylabel("window (orange) / in flight (green)")
-    axes[-1, 0].set_xlabel("seconds since sampling started")
+    rows = max(len(manifests) for _, manifests in days)
+    fig, axes = plt.subplots(rows, len(days), figsize=(7 * len(days), 2.8 * rows), squeeze=False)
+    for column, (day, manifests) in enumerate(days):
+        for axis, (step, manifest) in zip(axes[:, column], manifests, strict=False):
+            timeline = manifest.get("timeline", [])
+            times = [point["t_s"] for point in timeline]
+            axis.plot(times, [point["tokens_per_s"] for point in timeline], color="tab:blue")
+            axis.set_ylabel("tokens/s", color="tab:blue")
+            axis.set_title(f"{day} {step}: {manifest['num_completions']} completions")
+            window_axis = axis.twinx()
+            window_axis.step(times, [point["window"] for point in timeline], where="post", color="tab:orange")
+            window_axis.plot(times, [point["in_flight"] for point in timeline], color="tab:green", alpha=0.5)
+            window_axis.set_ylabel("window (orange) / in flight (green)")
+        axes[-1, column].set_xlabel("seconds since sampling started")
     fig.tight_layout()
-    fig.savefig(chart_path, dpi=110)
+    fig.savefig(chart_path, dpi=100)
     plt.close(fig)
 
 
-def print_summary(
+def print_day(
+    day: str,
+    run: tuple[str, str],
     states: list[tuple[str, str]],
+    values: dict[tuple[str, str], Any],
     manifests: list[tuple[str, dict[str, Any]]],
-    output_root: Path,
-    chart_path: Path,
     elapsed_s: float,
 ) -> None:
-    print(f"\nDAG {DAG_ID} finished in {elapsed_s:.0f} s against the local emulator.")
-    print("\nTasks:")
-    for task, state in states:
-        print(f"  {task:<28} {state}")
-    print("\nSampling steps:")
+    run_id, state = run
+    print(f"  Run {run_id} (logical date {day}): {state} in {elapsed_s:.0f} s")
+    print("  Tasks:")
+    for task, task_state in states:
+        print(f"    {task:<26} {task_state:<8} {describe_task(task, values)}".rstrip())
+    print("  Sampling steps:")
     header = ("step", "completions", "tokens", "tokens/s", "final window", "errors")
-    print("  {:<8} {:>11} {:>8} {:>9} {:>12} {:>6}".format(*header))
+    print("    {:<8} {:>11} {:>8} {:>9} {:>12} {:>6}".format(*header))
     for step, manifest in manifests:
         window = (manifest.get("controller") or {}).get("final_window", "-")
         tokens_per_s = manifest["throughput"]["completion_tokens_per_s"]
         print(
-            f"  {step:<8} {manifest['num_completions']:>11} {manifest['completion_tokens']:>8} "
+            f"    {step:<8} {manifest['num_completions']:>11} {manifest['completion_tokens']:>8} "
             f"{tokens_per_s:>9.0f} {window!s:>12} {manifest['num_prompts_failed']:>6}"
         )
-    print(f"\nCompletions (JSON Lines) and manifests: {output_root}")
-    print(f"Chart of throughput and concurrency window per step: {chart_path}")
-    print(f"Airflow home (logs, metadata DB): {DEMO_DIR / 'airflow'}")
+
+
+def deployment_replicas(emulator: EmulatorProcess) -> str:
+    """The deployment's replica counts as the control plane reports them now."""
+    response = emulator.session.get(
+        f"{emulator.url}/v1/accounts/{emulator.account_id}/deployments/{DEPLOYMENT_ID}",
+        headers={"X-Api-Key": emulator.api_key},
+        timeout=10,
+    )
+    if response.status_code == 404:
+        return "does not exist"
+    info = response.json()
+    counts = (info.get(key, 0) for key in ("replicaCount", "minReplicaCount", "maxReplicaCount"))
+    return "{} replicas running (min_replica_count {}, max_replica_count {})".format(*counts)
 
 
 def main() -> None:
@@ -140,21 +232,37 @@ def main() -> None:
         path.mkdir(parents=True)
     log_path = DEMO_DIR / "airflow.log"
     log_path.unlink(missing_ok=True)
+    db_path = home / "airflow.db"
     started = time.monotonic()
+    days: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
+    failed: list[str] = []
     print("Starting the local Fireworks emulator ...")
     with EmulatorProcess.start(api_key=DEMO_API_KEY, **EMULATOR_SETTINGS) as emulator:
-        print(f"Emulator at {emulator.url}; running DAG {DAG_ID} (log: {log_path}) ...")
+        print(f"Emulator at {emulator.url}; Airflow log: {log_path}")
         env = airflow_env(home, output_root, emulator)
         run_airflow(env, log_path, "db", "migrate")
-        run_airflow(env, log_path, "dags", "test", DAG_ID)
-    print("Emulator stopped.")
-    manifests = read_manifests(output_root)
+        for index, day in enumerate(DAYS, start=1):
+            print(f"\nDay {index}: airflow dags test {DAG_ID} {day} ...")
+            began = time.monotonic()
+            run_airflow(env, log_path, "dags", "test", DAG_ID, day)
+            run = run_of_day(db_path, day)
+            manifests = read_manifests(output_root, run[0])
+            states, values = task_states(db_path, run[0]), xcoms(db_path, run[0])
+            print_day(day, run, states, values, manifests, time.monotonic() - began)
+            print(f"  Deployment {DEPLOYMENT_ID} after the run: {deployment_replicas(emulator)}")
+            days.append((day, manifests))
+            if run[1] != "success":
+                failed.append(day)
+    print("\nEmulator stopped.")
     chart_path = DEMO_DIR / "sampling.png"
-    if manifests:
-        draw_chart(manifests, chart_path)
-    print_summary(
-        task_states(home / "airflow.db"), manifests, output_root, chart_path, time.monotonic() - started
-    )
+    if all(manifests for _, manifests in days):
+        draw_chart(days, chart_path)
+    print(f"Both days took {time.monotonic() - started:.0f} s against the local emulator.")
+    print(f"Completions (JSON Lines) and manifests: {output_root}")
+    print(f"Chart of throughput and concurrency window per day and step: {chart_path}")
+    print(f"Airflow home (logs, metadata DB): {home}")
+    if failed:
+        sys.exit(f"the run of {', '.join(failed)} did not succeed; see {log_path}")
 
 
 if __name__ == "__main__":

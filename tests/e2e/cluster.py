@@ -69,11 +69,20 @@ class AirflowCluster:
             time.sleep(1)
         raise TimeoutError(f"DAG {dag_id} was not parsed in {timeout_s}s; see {self.home}/logs")
 
-    def trigger(self, dag_id: str, conf: dict[str, object] | None = None) -> str:
-        """Unpause and trigger ``dag_id``; return the new run id."""
+    def trigger(
+        self, dag_id: str, conf: dict[str, object] | None = None, logical_date: str | None = None
+    ) -> str:
+        """Unpause and trigger ``dag_id``; return the new run id.
+
+        ``logical_date`` (ISO 8601, e.g. ``2026-01-02T00:00:00+00:00``) runs a given day of a
+        scheduled DAG; without it the run's logical date is now.
+        """
         self.cli("dags", "unpause", dag_id)
         run_id = f"e2e__{int(time.time() * 1000)}"
-        self.cli("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf or {}))
+        args = ["dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf or {})]
+        if logical_date is not None:
+            args += ["--logical-date", logical_date]
+        self.cli(*args)
         return run_id
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
@@ -86,6 +95,33 @@ class AirflowCluster:
             str(task_id) if map_index == -1 else f"{task_id}[{map_index}]": state  # type: ignore[misc]
             for task_id, map_index, state in rows
         }
+
+    def try_numbers(self, dag_id: str, run_id: str) -> dict[str, int]:
+        """``{task: try_number}`` of every task instance of the run (1 = succeeded on its first try)."""
+        rows = self.query(
+            "SELECT task_id, map_index, try_number FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            dag_id,
+            run_id,
+        )
+        return {
+            str(task_id) if map_index == -1 else f"{task_id}[{map_index}]": int(tries)  # type: ignore[call-overload]
+            for task_id, map_index, tries in rows
+        }
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> object:
+        """The JSON value a task of the run pushed under ``key``, read from the ``xcom`` table."""
+        rows = self.query(
+            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ? "
+            "AND map_index = -1",
+            dag_id,
+            run_id,
+            task_id,
+            key,
+        )
+        if not rows:
+            raise KeyError(f"no XCom {key!r} of {dag_id}.{task_id} in run {run_id}")
+        value = rows[0][0]
+        return json.loads(value) if isinstance(value, str | bytes) else value
 
     def wait_for_run(
         self, dag_id: str, run_id: str, timeout_s: float = 300

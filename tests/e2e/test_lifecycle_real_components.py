@@ -1,41 +1,19 @@
 """The lifecycle DAG on real Airflow components: waits are deferred to the real triggerer.
 
 api-server, scheduler, dag-processor and triggerer run as separate processes with the
-LocalExecutor on SQLite; the emulator is slow enough that each wait is visibly deferred.
+LocalExecutor on SQLite (the ``cluster`` fixture of ``conftest.py``, shared with the other e2e
+tests); the emulator is slow enough that each wait is visibly deferred.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from tests.e2e.cluster import AirflowCluster, airflow_cluster
+from tests.e2e.cluster import AirflowCluster
 from tests.emulator_control import EmulatorProcess
 
 pytestmark = pytest.mark.e2e
 DAG_ID = "fireworks_e2e_lifecycle"
-E2E_DAGS = Path(__file__).resolve().parent / "dags"
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    emulator_process: EmulatorProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AirflowCluster]:
-    connection = {
-        "conn_type": "fireworks",
-        "host": emulator_process.url,
-        "password": emulator_process.api_key,
-    }
-    with airflow_cluster(
-        tmp_path_factory.mktemp("airflow-e2e"),
-        E2E_DAGS,
-        extra_env={"AIRFLOW_CONN_FIREWORKS_DEFAULT": json.dumps(connection)},
-    ) as running:
-        running.wait_for_dag(DAG_ID)
-        yield running
 
 
 def test_waits_are_deferred_and_resumed_by_the_triggerer(cluster: AirflowCluster, emulator: EmulatorProcess):
