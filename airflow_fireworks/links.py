@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperatorLink
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_fireworks.api import FireworksError, validate_deployment_id
+from airflow_fireworks.api.trainer_models import job_id_from
 from airflow_fireworks.hooks.fireworks import FireworksConnectionConfigError, FireworksHook
 
 if TYPE_CHECKING:
@@ -45,3 +46,20 @@ class FireworksDeploymentLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         return self.url_for(operator)
+
+
+class FireworksTrainerJobLink(FireworksDeploymentLink):
+    """Link from a task to the trainer job it manages (``{console_url}/dashboard/fine-tuning/
+    reinforcement/{job_id}``; the console path is assumed), stored the same way."""
+
+    name = "Fireworks trainer job"
+
+    @staticmethod
+    def url_for(operator: Any) -> str:
+        """Console URL of ``operator.job_id`` via ``operator.fireworks_conn_id``; "" if unknown."""
+        conn_id = getattr(operator, "fireworks_conn_id", FireworksHook.default_conn_name)
+        try:
+            job_id = job_id_from(getattr(operator, "job_id", None))
+            return FireworksHook(conn_id).trainer_console_url(job_id)
+        except (FireworksError, FireworksConnectionConfigError, AirflowNotFoundException):
+            return ""

@@ -35,16 +35,32 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_fireworks.operators.deployment",
                     "airflow_fireworks.operators.sampling",
+                    "airflow_fireworks.operators.trainer",
                 ],
             }
         ],
         "sensors": [
-            {"integration-name": _INTEGRATION, "python-modules": ["airflow_fireworks.sensors.deployment"]}
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_fireworks.sensors.deployment",
+                    "airflow_fireworks.sensors.trainer",
+                ],
+            }
         ],
         "triggers": [
-            {"integration-name": _INTEGRATION, "python-modules": ["airflow_fireworks.triggers.deployment"]}
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": [
+                    "airflow_fireworks.triggers.deployment",
+                    "airflow_fireworks.triggers.trainer",
+                ],
+            }
         ],
-        "extra-links": ["airflow_fireworks.links.FireworksDeploymentLink"],
+        "extra-links": [
+            "airflow_fireworks.links.FireworksDeploymentLink",
+            "airflow_fireworks.links.FireworksTrainerJobLink",
+        ],
         "connection-types": [
             {
                 "connection-type": "fireworks",

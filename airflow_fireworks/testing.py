@@ -136,3 +136,35 @@ class EmulatorProcess:
         is a day without inference traffic); cold starts and other delays still take real time.
         """
         self.admin("POST", "clock", json={"advance_s": seconds})
+
+    # -- trainer jobs ------------------------------------------------------------------------
+
+    def add_trainer_job(
+        self, job_id: str, base_model: str = "accounts/fireworks/models/qwen3-8b", running: bool = True
+    ) -> dict[str, Any]:
+        """A trainer job that already exists (RUNNING and healthy at once unless ``running=False``)."""
+        body = {"job_id": job_id, "base_model": base_model, "running": running}
+        return dict(self.admin("POST", "trainers", json=body))
+
+    def save_checkpoint(self, job_id: str, name: str, checkpoint_type: str | None = None) -> dict[str, Any]:
+        """What the trainer's save-weights call does: record snapshot ``name`` (``base``, ``delta`` or
+        ``merged_base``; by default base first, delta afterwards). Returns ``identity`` (what to
+        hot-load), ``checkpoint_type``, ``previous_identity`` (a delta's base), ``bucket_url`` and the
+        ``checkpoint`` row."""
+        body = {"name": name, "checkpoint_type": checkpoint_type}
+        return dict(self.admin("POST", f"trainers/{job_id}/checkpoints", json=body))
+
+    def set_trainer_state(
+        self, job_id: str, state: str, message: str = "set by a test", code: str | None = None
+    ) -> dict[str, Any]:
+        """Put a trainer job in ``state`` (FAILED, PAUSED, CANCELLED, ...; ARCHIVED once deleted)."""
+        body = {"state": state, "message": message, **({"code": code} if code else {})}
+        return dict(self.admin("POST", f"trainers/{job_id}/state", json=body))
+
+    def preempt_trainer(self, job_id: str) -> dict[str, Any]:
+        """The trainer's capacity is reclaimed: FAILED (``UNAVAILABLE``), health down, resumable."""
+        return dict(self.admin("POST", f"trainers/{job_id}/preempt"))
+
+    def vanish_trainer(self, job_id: str) -> None:
+        """The trainer job disappears at once, tombstone included (GET answers 404)."""
+        self.admin("POST", f"trainers/{job_id}/vanish")

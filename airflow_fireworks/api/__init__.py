@@ -32,6 +32,28 @@ from airflow_fireworks.api.models import (
     validate_update_mask,
 )
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryableHTTPStatus, RetryPolicy
+from airflow_fireworks.api.trainer_models import (
+    CreatedTrainerJob,
+    TrainerCheckpoint,
+    TrainerJobConfig,
+    TrainerJobDeletedError,
+    TrainerJobFailedError,
+    TrainerJobInfo,
+    TrainerJobNotFoundError,
+    TrainerJobState,
+    TrainerServiceEndpoint,
+    TrainingShapeProfile,
+    trainer_job_name,
+    validate_trainer_job_id,
+)
+from airflow_fireworks.api.trainer_waits import (
+    TrainerJobCheck,
+    TrainerTarget,
+    TrainerWaitClock,
+    check_trainer_job,
+)
+from airflow_fireworks.api.trainers import AsyncTrainerJobs, TrainerJobManager
+from airflow_fireworks.api.transport import ClientConfig
 from airflow_fireworks.api.waits import (
     DeploymentCheck,
     DeploymentScaledToZeroError,
@@ -42,7 +64,10 @@ from airflow_fireworks.api.waits import (
 __all__ = [
     "RETRYABLE_STATUS",
     "AsyncFireworksClient",
+    "AsyncTrainerJobs",
     "Availability",
+    "ClientConfig",
+    "CreatedTrainerJob",
     "DeploymentCheck",
     "DeploymentConfig",
     "DeploymentDrift",
@@ -68,12 +93,28 @@ __all__ = [
     "RetryPolicy",
     "RetryableHTTPStatus",
     "SnapshotChainError",
+    "TrainerCheckpoint",
+    "TrainerJobCheck",
+    "TrainerJobConfig",
+    "TrainerJobDeletedError",
+    "TrainerJobFailedError",
+    "TrainerJobInfo",
+    "TrainerJobManager",
+    "TrainerJobNotFoundError",
+    "TrainerJobState",
+    "TrainerServiceEndpoint",
+    "TrainerTarget",
+    "TrainerWaitClock",
+    "TrainingShapeProfile",
     "check_deployment",
+    "check_trainer_job",
     "config_drift",
     "deployment_name",
+    "trainer_job_name",
     "validate_base_model",
     "validate_deployment_id",
     "validate_deployment_shape",
     "validate_trainer_job",
+    "validate_trainer_job_id",
     "validate_update_mask",
 ]

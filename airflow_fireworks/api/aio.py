@@ -5,9 +5,9 @@ Same headers, errors and retry policy as ``DeploymentManager``; sleeps never blo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +22,8 @@ from airflow_fireworks.api.models import (
     validate_base_model,
     validate_deployment_id,
 )
-from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus, RetryPolicy
+from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus
+from airflow_fireworks.api.transport import LoopSession
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +33,17 @@ PROBE_TIMEOUT_S = 10.0
 class AsyncFireworksClient(_http.BaseClient):
     """Read-side calls the triggers poll with: deployment state, readiness probe, hotload status.
 
-    One ``aiohttp.ClientSession`` is created lazily inside the running loop (and rebuilt if the
-    loop changes); close it with ``await client.close()`` or ``async with``.
+    Takes the arguments of ``DeploymentManager`` (default per-request timeout 30 s). One
+    ``aiohttp.ClientSession`` is kept per event loop (``transport.LoopSession``); close it with
+    ``await client.close()`` or ``async with``.
     """
 
-    def __init__(
-        self,
-        api_key: str,
-        base_url: str = _http.DEFAULT_BASE_URL,
-        inference_url: str | None = None,
-        hotload_api_url: str | None = None,
-        additional_headers: Mapping[str, str] | None = None,
-        verify_ssl: bool | None = None,
-        *,
-        retry_policy: RetryPolicy | None = None,
-        timeout_s: float = 30.0,
-    ) -> None:
-        super().__init__(
-            api_key,
-            base_url,
-            inference_url,
-            hotload_api_url,
-            additional_headers,
-            verify_ssl,
-            retry_policy=retry_policy,
-            timeout_s=timeout_s,
-        )
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._account_id: str | None = None
+    default_timeout_s = 30.0
+    _account_id: str | None = None
+
+    @cached_property
+    def _sessions(self) -> LoopSession:
+        return LoopSession(self.config.verify_ssl)
 
     async def __aenter__(self) -> AsyncFireworksClient:
         return self
@@ -72,18 +55,7 @@ class AsyncFireworksClient(_http.BaseClient):
 
     async def close(self) -> None:
         """Close the HTTP session (a later call opens a new one)."""
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
-        self._loop = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(ssl=self._verify_ssl)
-            self._session = aiohttp.ClientSession(connector=connector)
-            self._loop = loop
-        return self._session
+        await self._sessions.close()
 
     # --- transport ----------------------------------------------------------------------------
 
@@ -116,7 +88,7 @@ class AsyncFireworksClient(_http.BaseClient):
         expect: tuple[int, ...],
     ) -> tuple[int, bytes]:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with self._get_session().request(
+        async with self._sessions.get().request(
             method, url, headers=dict(headers), params=params, json=body, timeout=timeout
         ) as response:
             content = await response.read()
@@ -172,8 +144,8 @@ class AsyncFireworksClient(_http.BaseClient):
                 "model", "must be the deployment name, e.g. accounts/a/deployments/d"
             )
         try:
-            async with self._get_session().post(
-                f"{self.inference_url}{_http.COMPLETIONS_PATH}",
+            async with self._sessions.get().post(
+                self.config.completions_url,
                 headers=self._gateway_headers,
                 json=_http.probe_body(model),
                 timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),

@@ -24,15 +24,19 @@ from airflow_fireworks.api.errors import (
     SnapshotChainError,
 )
 from airflow_fireworks.api.models import (
+    HOT_LOAD_TRANSITION_TYPES,
     DeploymentConfig,
     DeploymentInfo,
     HotloadStatus,
+    _validate_choice,
     deployment_name,
     validate_base_model,
     validate_deployment_id,
+    validate_trainer_job,
     validate_update_mask,
 )
 from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus, RetryPolicy
+from airflow_fireworks.api.trainer_models import is_attached, trainer_link_patch
 from airflow_fireworks.api.validation import check_bool, check_int, check_seconds
 from airflow_fireworks.api.waits import DeploymentTarget, check_deployment, served
 
@@ -654,6 +658,66 @@ class DeploymentManager(_http.BaseClient):
         return self.wait_for_hotload(
             deployment_id, base_model, snapshot_identity, timeout_seconds, poll_interval
         )
+
+    # --- trainer link -------------------------------------------------------------------------
+
+    def reattach_trainer(
+        self,
+        deployment: DeploymentInfo | str,
+        *,
+        base_model: str,
+        trainer_job_name: str,
+        timeout_s: float = 600,
+        poll_interval_s: float = 5,
+        hot_load_transition_type: str | None = None,
+    ) -> DeploymentInfo:
+        """Point a deployment (id or ``DeploymentInfo``) at a (recreated) trainer job's bucket, and
+        optionally change its hot-load transition type (``ASYNC``/``SYNC``; unset counts as ``ASYNC``).
+
+        Waits for READY, PATCHes only what differs (update mask ``hot_load_trainer_job`` and/or
+        ``hot_load_transition_type``), then waits until it is READY on the new link. Nothing is sent
+        when it is already linked. A deployment whose base model is not ``base_model`` is refused
+        before anything is written. Snapshots of the old trainer mean nothing to the new one: load
+        a full snapshot next. Raises ``DeploymentNotFoundError``/``DeploymentFailedError`` or
+        ``FireworksTimeoutError`` (``timeout_s`` covers the whole call).
+        """
+        deployment_id = validate_deployment_id(
+            deployment.deployment_id if isinstance(deployment, DeploymentInfo) else deployment
+        )
+        base_model = validate_base_model(base_model)
+        trainer_job_name = validate_trainer_job(trainer_job_name, "trainer_job_name")
+        if hot_load_transition_type is not None:
+            hot_load_transition_type = _validate_choice(
+                hot_load_transition_type, "hot_load_transition_type", HOT_LOAD_TRANSITION_TYPES
+            )
+        timeout_s = check_seconds(timeout_s, "timeout_s")
+        poll_interval_s = check_seconds(poll_interval_s, "poll_interval_s", positive=True)
+        deadline = time.monotonic() + timeout_s
+        info = self.wait_for_ready(deployment_id, timeout_s, poll_interval_s)
+        if info.base_model and info.base_model != base_model:
+            raise FireworksValidationError(
+                "base_model",
+                f"deployment {deployment_id!r} serves {info.base_model!r}, not {base_model!r}; "
+                "a trainer can only be attached to a deployment of its own base model",
+            )
+        patch = trainer_link_patch(info, trainer_job_name, hot_load_transition_type)
+        if patch is None:
+            log.info("Deployment %s is already attached to %s", deployment_id, trainer_job_name)
+            return info
+        body, mask = patch
+        log.info("Attaching deployment %s to %s (%s)", deployment_id, trainer_job_name, mask)
+        self.update(deployment_id, body, mask)
+        while True:
+            info = self.wait_for_ready(deployment_id, max(0.0, deadline - time.monotonic()), poll_interval_s)
+            if is_attached(info, trainer_job_name, hot_load_transition_type):
+                return info
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FireworksTimeoutError(
+                    f"deployment {deployment_id!r} is READY but not yet attached to {trainer_job_name!r} "
+                    f"after {timeout_s:g}s"
+                )
+            time.sleep(min(poll_interval_s, remaining))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,8 @@ HOT_LOAD_BUCKET_TYPES: frozenset[str] = frozenset(
     {"BUCKET_TYPE_UNSPECIFIED", "MINIO", "S3", "NEBIUS", "FW_HOSTED"}
 )
 HOT_LOAD_TRANSITION_TYPES: frozenset[str] = frozenset({"ASYNC", "SYNC"})
+#: Bucket types of a bring-your-own-trainer bucket: they need ``hot_load_bucket_url``.
+EXTERNAL_BUCKET_TYPES: frozenset[str] = frozenset({"S3", "MINIO", "NEBIUS"})
 REGIONS: frozenset[str] = frozenset(
     {
         "US_IOWA_1",
@@ -80,6 +82,7 @@ _ID_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _BASE_MODEL_RE = re.compile(rf"accounts/{_SEGMENT}/models/{_SEGMENT}")
 _SHAPE_RE = re.compile(rf"accounts/{_SEGMENT}/deploymentShapes/{_SEGMENT}(?:/versions/{_SEGMENT})?")
 _TRAINER_JOB_RE = re.compile(rf"accounts/{_SEGMENT}/rlorTrainerJobs/{_SEGMENT}")
+_BUCKET_URL_RE = re.compile(r"(?:s3|gs|minio|nebius|https?)://[^/\s]+(?:/[^\s]*[^/\s])?")
 _SNAKE_PATH_RE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
 _UNSET_TRANSITION = {"", "UNSPECIFIED", "HOT_LOAD_TRANSITION_TYPE_UNSPECIFIED"}
 
@@ -254,6 +257,7 @@ class DeploymentConfig:
     min_replica_count: int = 0
     max_replica_count: int = 1
     hot_load_bucket_type: str | None = "FW_HOSTED"
+    hot_load_bucket_url: str | None = None
     hot_load_trainer_job: str | None = None
     hot_load_transition_type: str | None = None
     disable_speculative_decoding: bool = False
@@ -295,6 +299,7 @@ class DeploymentConfig:
             )
         if self.hot_load_trainer_job is not None:
             self.hot_load_trainer_job = validate_trainer_job(self.hot_load_trainer_job)
+        self._validate_bucket()
         if self.hot_load_transition_type is not None:
             self.hot_load_transition_type = _validate_choice(
                 self.hot_load_transition_type, "hot_load_transition_type", HOT_LOAD_TRANSITION_TYPES
@@ -356,6 +361,38 @@ class DeploymentConfig:
                 )
             self.accelerator_count = check_int(self.accelerator_count, "accelerator_count", 1)
 
+    def _validate_bucket(self) -> None:
+        """A bring-your-own bucket (S3, MinIO, Nebius) needs its URL, and only those types take one;
+        it is the deployment-owned scope, so it cannot be combined with a trainer's bucket."""
+        url, kind = self.hot_load_bucket_url, self.hot_load_bucket_type
+        if url is None:
+            if kind in EXTERNAL_BUCKET_TYPES:
+                raise FireworksValidationError(
+                    "hot_load_bucket_url",
+                    f"is required with hot_load_bucket_type {kind}, e.g. 's3://bucket/path' "
+                    "(no trailing slash)",
+                )
+            return
+        if not isinstance(url, str) or not _BUCKET_URL_RE.fullmatch(url.strip()):
+            raise FireworksValidationError(
+                "hot_load_bucket_url",
+                f"{url!r} must be a bucket URI such as 's3://bucket/path' or 'gs://bucket/path' without a "
+                "trailing slash",
+            )
+        if kind not in EXTERNAL_BUCKET_TYPES:
+            raise FireworksValidationError(
+                "hot_load_bucket_type",
+                f"is {kind!r}, but a hot_load_bucket_url needs one of "
+                f"{', '.join(sorted(EXTERNAL_BUCKET_TYPES))} (FW_HOSTED buckets are managed by Fireworks)",
+            )
+        if self.hot_load_trainer_job is not None:
+            raise FireworksValidationError(
+                "hot_load_bucket_url",
+                "cannot be combined with hot_load_trainer_job: a deployment linked to a trainer uses the "
+                "trainer's bucket; drop one of them",
+            )
+        self.hot_load_bucket_url = url.strip()
+
     def _validate_windows(self) -> None:
         if self.scale_up_window_s is not None:
             self.scale_up_window_s = check_seconds(self.scale_up_window_s, "scale_up_window_s")
@@ -396,6 +433,8 @@ class DeploymentConfig:
             body["placement"] = {"region": self.region}
         if self.hot_load_bucket_type:
             body["hotLoadBucketType"] = self.hot_load_bucket_type
+        if self.hot_load_bucket_url:
+            body["hotLoadBucketUrl"] = self.hot_load_bucket_url
         if self.hot_load_trainer_job:
             body["hotLoadTrainerJob"] = self.hot_load_trainer_job
         if self.hot_load_transition_type:

@@ -43,6 +43,7 @@ async def admin_stats(request: web.Request) -> web.StreamResponse:
     emulator = emulator_of(request)
     body = emulator.stats.as_dict()
     body["deployments"] = emulator.store.counts_by_state()
+    body["trainer_jobs"] = emulator.trainers.counts_by_state()
     body["completions"]["in_flight"] = sum(deployment.in_flight for deployment in emulator.store.all())
     return json_response(body)
 

@@ -20,6 +20,7 @@ from airflow_fireworks.emulator.core import (
     ConnectionDropped,
     Emulator,
     emulator_of,
+    page_window,
     query_bool,
     read_json,
 )
@@ -29,10 +30,9 @@ from airflow_fireworks.emulator.inference import CompletionsHandler
 from airflow_fireworks.emulator.resources import DEPLOYMENT_ID_RE, rfc3339
 from airflow_fireworks.emulator.settings import Settings
 from airflow_fireworks.emulator.state import DELETED, Deployment
+from airflow_fireworks.emulator.trainers import add_trainer_routes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_PAGE_SIZE = 200
-DEFAULT_PAGE_SIZE = 50
 _FILTER_CLAUSE = re.compile(r'^\s*([A-Za-z_]+)\s*(!=|=)\s*(?:"([^"]*)"|(\S+))\s*$')
 _FILTER_FIELDS = {
     "state": "state",
@@ -150,8 +150,7 @@ async def list_deployments(request: web.Request) -> web.StreamResponse:
     emulator = emulator_of(request)
     await emulator.apply_fault(request, "list", None)
     emulator.check_account(request)
-    page_size = _page_size(request.query.get("pageSize"))
-    offset = _page_offset(request.query.get("pageToken"))
+    offset, page_size = page_window(request)
     show_deleted = query_bool(request, "showDeleted")
     predicates = _parse_filter(request.query.get("filter", ""))
     now = time.monotonic()
@@ -167,26 +166,6 @@ async def list_deployments(request: web.Request) -> web.StreamResponse:
     if offset + page_size < len(rendered):
         body["nextPageToken"] = f"o{offset + page_size}"
     return json_response(body)
-
-
-def _page_size(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_PAGE_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise invalid(f"pageSize must be an integer, got {raw!r}") from None
-    if size < 0:
-        raise invalid(f"pageSize must not be negative, got {size}")
-    return min(size, MAX_PAGE_SIZE) if size else DEFAULT_PAGE_SIZE
-
-
-def _page_offset(token: str | None) -> int:
-    if not token:
-        return 0
-    if token[0] != "o" or not token[1:].isdigit():
-        raise invalid("pageToken is invalid; pass the nextPageToken of the previous page")
-    return int(token[1:])
 
 
 def _parse_filter(text: str) -> list[Callable[[dict[str, Any]], bool]]:
@@ -233,6 +212,7 @@ async def create_deployment(request: web.Request) -> web.StreamResponse:
         )
     for flag in ("skipShapeValidation", "disableSpeculativeDecoding", "validateOnly"):
         query_bool(request, flag)
+    body, _ = emulator.trainers.link(body, None)
     deployment = emulator.store.create(
         deployment_id, body if body is not None else {}, query_bool(request, "acceptShapelessRisk")
     )
@@ -252,8 +232,7 @@ async def update_deployment(request: web.Request) -> web.StreamResponse:
     deployment_id = request.match_info["deployment"]
     await emulator.apply_fault(request, "update", deployment_id)
     emulator.check_account(request)
-    body = await read_json(request)
-    mask = request.query.get("updateMask")
+    body, mask = emulator.trainers.link(await read_json(request), request.query.get("updateMask"))
     return emulator.render(emulator.store.update(deployment_id, body, mask))
 
 
@@ -374,5 +353,6 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_post("/hot_load/v1/models/hot_load", hotload_load, name="hotload_load")
     app.router.add_get("/hot_load/v1/models/hot_load", hotload_status, name="hotload_status")
     app.router.add_post("/inference/v1/completions", completions, name="completions")
+    add_trainer_routes(app)
     add_admin_routes(app)
     return app

@@ -15,6 +15,10 @@ from airflow_fireworks.emulator.errors import ApiError, invalid, json_response
 from airflow_fireworks.emulator.faults import CannedAnswer, FaultRule, Faults
 from airflow_fireworks.emulator.settings import Settings
 from airflow_fireworks.emulator.state import Deployment, Store
+from airflow_fireworks.emulator.trainer_state import TrainerStore
+
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
 
 
 class ConnectionDropped(Exception):
@@ -63,6 +67,7 @@ class Emulator:
         self.initial_settings = settings
         self.settings = settings
         self.store = Store(lambda: self.settings)
+        self.trainers = TrainerStore(lambda: self.settings)
         self.faults = Faults(settings.seed)
         self.stats = Stats()
         self.request_log: deque[dict[str, Any]] = deque(maxlen=settings.request_log_size)
@@ -81,6 +86,7 @@ class Emulator:
     def reset(self) -> None:
         """Back to the start-up state."""
         self.store.clear()
+        self.trainers.clear()
         self.settings = self.initial_settings
         self.faults = Faults(self.settings.seed)
         self.stats = Stats()
@@ -153,6 +159,21 @@ def query_bool(request: web.Request, name: str) -> bool:
     if lowered in ("false", "0"):
         return False
     raise invalid(f"query parameter '{name}' must be true or false, got {raw!r}")
+
+
+def page_window(request: web.Request, maximum: int = MAX_PAGE_SIZE) -> tuple[int, int]:
+    """``(offset, size)`` from ``pageToken`` and ``pageSize`` (default 50, capped at ``maximum``)."""
+    raw = request.query.get("pageSize")
+    try:
+        size = int(raw) if raw else 0
+    except ValueError:
+        raise invalid(f"pageSize must be an integer, got {raw!r}") from None
+    if size < 0:
+        raise invalid(f"pageSize must not be negative, got {size}")
+    token = request.query.get("pageToken")
+    if token and (token[0] != "o" or not token[1:].isdigit()):
+        raise invalid("pageToken is invalid; pass the nextPageToken of the previous page")
+    return (int(token[1:]) if token else 0), (min(size, maximum) if size else DEFAULT_PAGE_SIZE)
 
 
 EMULATOR_KEY: web.AppKey[Emulator] = web.AppKey("emulator", Emulator)

@@ -19,6 +19,17 @@ ROUTES = frozenset(
         "hotload_load",
         "hotload_status",
         "completions",
+        "trainer_list",
+        "trainer_create",
+        "trainer_get",
+        "trainer_delete",
+        "trainer_action",
+        "trainer_health",
+        "trainer_checkpoints",
+        "trainer_promote",
+        "operations",
+        "models",
+        "training_shapes",
         "*",
     }
 )

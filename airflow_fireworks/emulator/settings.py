@@ -40,6 +40,11 @@ class Settings:
     cold_start_s: float = 2.0
     auto_delete_idle_s: float = 604800.0
     boot_identity: str = "latest"
+    trainer_placement_s: float = 1.0
+    trainer_boot_s: float = 1.0
+    trainer_health_delay_s: float = 0.0
+    trainer_resume_delay_s: float = 0.5
+    trainer_promote_s: float = 0.5
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a dict."""
@@ -158,6 +163,11 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cold_start_s": _float(0.0),
     "auto_delete_idle_s": _float(0.0),
     "boot_identity": _choice(BOOT_IDENTITIES),
+    "trainer_placement_s": _float(0.0),
+    "trainer_boot_s": _float(0.0),
+    "trainer_health_delay_s": _float(0.0),
+    "trainer_resume_delay_s": _float(0.0),
+    "trainer_promote_s": _float(0.0),
 }
 
 

@@ -4,7 +4,8 @@ The connection holds the API key in its password, the control-plane URL in its h
 optional gateway URLs, console URL, extra headers and TLS setting in its extras. Task code gets a
 ``DeploymentManager`` (``get_conn()``) plus the lifecycle operations; triggers get the same
 parameters without blocking the event loop (``aget_connection_params``) and build an
-``AsyncFireworksClient`` from them.
+``AsyncFireworksClient`` from them; the sampling operator gets a ``DeploymentSampler``
+(``sampler()``). Every client is built here: nothing else reads the key.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
         HotloadStatus,
         Reconciliation,
         RetryPolicy,
+        TrainerJobManager,
     )
+    from airflow_fireworks.sampling import ConcurrencyController, DeploymentSampler
 
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 DEFAULT_CONSOLE_URL = "https://app.fireworks.ai"
@@ -188,6 +191,31 @@ class FireworksConnectionParams:
 
         return AsyncFireworksClient(**self.client_kwargs(), retry_policy=retry_policy)
 
+    def sampler(
+        self,
+        model: str,
+        tokenizer: Any = None,
+        concurrency_controller: ConcurrencyController | None = None,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        **settings: Any,
+    ) -> DeploymentSampler:
+        """A new ``DeploymentSampler`` of ``model`` on this connection's inference gateway;
+        ``settings`` are its other keyword arguments (``not_ready_retries``, ...)."""
+        from airflow_fireworks.sampling import DeploymentSampler
+
+        return DeploymentSampler(
+            self.inference_url or self.base_url,
+            model,
+            self.api_key,
+            tokenizer,
+            concurrency_controller,
+            additional_headers=dict(self.additional_headers) or None,
+            verify_ssl=self.verify_ssl,
+            retry_policy=retry_policy,
+            **settings,
+        )
+
 
 class FireworksHook(BaseHook):
     """Interact with Fireworks AI training deployments through a ``fireworks`` connection.
@@ -243,11 +271,29 @@ class FireworksHook(BaseHook):
         """A new asyncio client for this connection; close it with ``await client.close()``."""
         return self.connection_params.async_client(retry_policy=self.retry_policy)
 
+    def sampler(
+        self,
+        model: str,
+        tokenizer: Any = None,
+        concurrency_controller: ConcurrencyController | None = None,
+        **settings: Any,
+    ) -> DeploymentSampler:
+        """A new ``DeploymentSampler`` of ``model`` (an inference model name, see
+        ``inference_model``) for this connection; ``settings`` are its other keyword arguments
+        (``not_ready_retries``, ``not_ready_interval_s``, ``http_timeout_s``). Use it as an async
+        context manager."""
+        return self.connection_params.sampler(
+            model, tokenizer, concurrency_controller, retry_policy=self.retry_policy, **settings
+        )
+
     def close(self) -> None:
         """Close the synchronous client's HTTP session if one was opened."""
         manager = self.__dict__.pop("_manager", None)
         if manager is not None:
             manager.close()
+        trainers = self.__dict__.pop("_trainer_manager", None)
+        if trainers is not None:
+            trainers.close()
 
     @property
     def account_id(self) -> str:
@@ -402,3 +448,47 @@ class FireworksHook(BaseHook):
         finally:
             self.close()
         return True, f"Connected to Fireworks account {account!r} at {self.connection_params.base_url}"
+
+    # --- trainer jobs -----------------------------------------------------------------------
+
+    def get_trainer_manager(self) -> TrainerJobManager:
+        """The trainer-job client for this connection (one per hook). Its trainer gateway is
+        ``$FIREWORKS_TRAINER_GATEWAY_URL`` when set, else the control-plane URL."""
+        return self._trainer_manager
+
+    @cached_property
+    def _trainer_manager(self) -> TrainerJobManager:
+        from airflow_fireworks.api import TrainerJobManager
+
+        params = self.connection_params
+        return TrainerJobManager(
+            params.api_key,
+            params.base_url,
+            dict(params.additional_headers) or None,
+            params.verify_ssl,
+            retry_policy=self.retry_policy,
+        )
+
+    def trainer_console_url(self, job_id: str) -> str:
+        """The trainer job's page in the Fireworks console (path assumed, like the deployment's)."""
+        return f"{self.connection_params.console_url}/dashboard/fine-tuning/reinforcement/{job_id}"
+
+    def reattach_trainer(
+        self,
+        deployment_id: str,
+        *,
+        base_model: str,
+        trainer_job_name: str,
+        timeout_s: float = 600,
+        poll_interval_s: float = 5,
+        hot_load_transition_type: str | None = None,
+    ) -> DeploymentInfo:
+        """Point the deployment at a (recreated) trainer (see ``DeploymentManager.reattach_trainer``)."""
+        return self.get_conn().reattach_trainer(
+            deployment_id,
+            base_model=base_model,
+            trainer_job_name=trainer_job_name,
+            timeout_s=timeout_s,
+            poll_interval_s=poll_interval_s,
+            hot_load_transition_type=hot_load_transition_type,
+        )

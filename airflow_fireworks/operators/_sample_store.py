@@ -4,13 +4,13 @@ Layout under ``output_path`` for shard ``k``::
 
     shard-00000k/inputs.json                  while sampling: what is being sampled
     shard-00000k/served_identity.json         while sampling: identities served (with base_model)
-    shard-00000k/part-<try>-<uuid8>.jsonl     while sampling: one file per attempt
+    shard-00000k/part-<try>-<uuid8>.jsonl     while sampling: one file per task try
     shard-00000k/completions.jsonl            at the end: one record per completion
     shard-00000k/errors.jsonl                 at the end: one error record per failed prompt
     shard-00000k/manifest.json                at the end, written last
 
-An attempt writes each prompt's whole group of records with one write and one flush, so only the
-last group of a part can be torn (by a crash). ``scan`` reads what earlier attempts left: a torn
+A task try writes each prompt's whole group of records with one write and one flush, so only the
+last group of a part can be torn (by a crash). ``scan`` reads what earlier tries left: a torn
 last line is ignored, and a prompt counts as done only when its complete group is there.
 ``consolidate`` writes ``completions.jsonl`` ordered by prompt then sample, each (prompt, sample)
 once, through a temporary file renamed into place; the parts are removed only after the manifest
@@ -23,13 +23,13 @@ import json
 import logging
 import re
 import uuid
-from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_fireworks.api import FireworksValidationError
 from airflow_fireworks.sampling.output import COMPLETION, ERROR, dumps_record, write_result
+from airflow_fireworks.sampling.run import Tally
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -53,32 +53,6 @@ _RECORD_HEAD_RE = re.compile(rb'^\{"type":"(?:completion|error)","prompt_index":
 def shard_dir_name(shard_index: int) -> str:
     """``shard-000003`` for shard 3."""
     return f"shard-{shard_index:06d}"
-
-
-@dataclass
-class Tally:
-    """Counts over completion groups: completions, tokens, finish reasons, max_seq_len drops."""
-
-    n: int
-    completions: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reasons: Counter[str] = field(default_factory=Counter)
-    dropped_by_max_seq_len: int = 0
-
-    def add_group(
-        self, prompt_lens: Iterable[int], completion_lens: Iterable[int], finish_reasons: Iterable[str]
-    ) -> None:
-        """Count one prompt's group (fewer than ``n`` records: the rest fell to ``max_seq_len``)."""
-        before = self.completions
-        for prompt_len, completion_len, reason in zip(
-            prompt_lens, completion_lens, finish_reasons, strict=True
-        ):
-            self.completions += 1
-            self.prompt_tokens += prompt_len
-            self.completion_tokens += completion_len
-            self.finish_reasons[reason] += 1
-        self.dropped_by_max_seq_len += max(0, self.n - (self.completions - before))
 
 
 @dataclass(slots=True)
@@ -129,7 +103,7 @@ class ShardContents:
 
 
 class PartWriter:
-    """Appends prompt groups to this attempt's part file: one write and one flush per prompt."""
+    """Appends prompt groups to this try's part file: one write and one flush per prompt."""
 
     def __init__(self, path: ObjectStoragePath) -> None:
         self.path = path
@@ -205,23 +179,23 @@ class ShardStore:
             self.remember_served_identities([served["start"], served["end"]])
 
     def served_identities(self) -> list[list[str | None]]:
-        """The snapshot identities earlier attempts read before sampling into this directory
+        """The snapshot identities earlier tries read before sampling into this directory
         (earliest first), so that the manifest's ``served_identity`` covers every completion."""
         recorded = _read_json(self.served_identity_path)
         seen = recorded.get("seen") if recorded is not None else None
         return seen if isinstance(seen, list) else []
 
     def remember_served_identities(self, seen: list[list[str | None]]) -> None:
-        """Record the identities read so far (before any completion of this attempt is written)."""
+        """Record the identities read so far (before any completion of this try is written)."""
         self.served_identity_path.write_text(json.dumps({"seen": seen}), encoding="utf-8")
 
-    def open_part(self, attempt: int) -> PartWriter:
-        """A new part file for this attempt (never one an earlier or concurrent attempt uses)."""
-        return PartWriter(self.directory / f"part-{attempt}-{uuid.uuid4().hex[:8]}.jsonl")
+    def open_part(self, try_number: int) -> PartWriter:
+        """A new part file for this task try (never one an earlier or concurrent try uses)."""
+        return PartWriter(self.directory / f"part-{try_number}-{uuid.uuid4().hex[:8]}.jsonl")
 
     def scan(self, n: int, *, clean: Collection[str] = ()) -> ShardContents:
         """Read every resume source: ``completions.jsonl`` (always whole), then the parts by
-        attempt. Files named in ``clean`` were closed normally, so their last group is whole
+        try. Files named in ``clean`` were closed normally, so their last group is whole
         even with fewer than ``n`` records."""
         self._invalidate_listing()
         sources: list[ObjectStoragePath] = []
@@ -311,7 +285,7 @@ class ShardStore:
         return [path for path in self.directory.iterdir() if path.name in names or _PART_RE.match(path.name)]
 
     def _invalidate_listing(self) -> None:
-        # Object-store filesystems cache listings; another attempt may have changed them.
+        # Object-store filesystems cache listings; another try may have changed them.
         self.directory.fs.invalidate_cache()
 
 

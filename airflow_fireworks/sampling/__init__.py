@@ -1,8 +1,10 @@
 """Tokenized, streamed sampling from Fireworks deployments (no Airflow imports).
 
-``DeploymentSampler`` samples one prompt at a time (``n`` completions, streamed, retried, under a
-concurrency controller); ``sample_prompts`` runs a large prompt set with bounded memory;
-``output`` defines the JSON Lines records written for each completion.
+``SamplingParams`` declares and checks every sampling parameter; ``DeploymentSampler`` samples one
+prompt at a time (``n`` completions, streamed, retried, under a concurrency controller);
+``sample_prompts`` runs a large prompt set with bounded memory; ``SamplingRun`` counts a run of a
+prompt shard and builds its summary and manifest; ``output`` defines the JSON Lines records
+written for each completion.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from airflow_fireworks.sampling.errors import (
 )
 from airflow_fireworks.sampling.metrics import ServerMetrics
 from airflow_fireworks.sampling.output import completion_record, error_record
-from airflow_fireworks.sampling.sampler import DeploymentSampler, SamplingParams
+from airflow_fireworks.sampling.params import SamplingParams
+from airflow_fireworks.sampling.run import SamplingRun
+from airflow_fireworks.sampling.sampler import DeploymentSampler, SamplingRequest
 from airflow_fireworks.sampling.tokenization import load_tokenizer, render_chat_prompts
 
 __all__ = [
@@ -45,7 +49,9 @@ __all__ = [
     "SamplingHTTPError",
     "SamplingParams",
     "SamplingProgress",
+    "SamplingRequest",
     "SamplingRequestError",
+    "SamplingRun",
     "ServerMetrics",
     "StreamProtocolError",
     "StreamTruncatedError",

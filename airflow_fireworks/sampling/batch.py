@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from airflow_fireworks.api.errors import FireworksValidationError
 from airflow_fireworks.sampling.completion import SampledCompletion
 from airflow_fireworks.sampling.errors import DeploymentNotServingError, SamplingError, SamplingRequestError
+from airflow_fireworks.sampling.params import SamplingParams
 from airflow_fireworks.sampling.sampler import DeploymentSampler, check_prompt_ids
 from airflow_fireworks.sampling.tokenization import render_chat_prompts, validate_messages
 
@@ -165,13 +166,14 @@ async def sample_prompts(
     max_prompts_in_flight: int | None = None,
     progress_interval_s: float = 10.0,
     on_progress: Callable[[SamplingProgress], None] | None = None,
+    params: SamplingParams | None = None,
     **sampling: Any,
 ) -> AsyncGenerator[PromptResult, None]:
     """Sample ``n`` completions for every prompt; yield one ``PromptResult`` per prompt as it
     finishes (not in input order).
 
-    ``sampling`` takes the keyword arguments of ``DeploymentSampler.sampling_params`` (``n``,
-    ``max_tokens``, ``temperature``, ...); they are validated before the first request
+    The sampling parameters are ``params``, or the keyword arguments of ``sample_with_tokens``
+    (``n``, ``max_tokens``, ``temperature``, ...); they are checked before the first request
     (``FireworksValidationError``). Prompts whose index is in ``skip_prompt_indices`` (e.g. already
     written by an interrupted run) are skipped. At most ``max_prompts_in_flight`` prompts are
     sampled at once (default: enough to keep twice the concurrency window busy, at most 1024).
@@ -179,7 +181,13 @@ async def sample_prompts(
     Raises ``DeploymentNotServingError`` (after yielding what finished before it, and cancelling
     the rest) when the deployment does not serve: no other prompt could succeed either.
     """
-    params = sampler.sampling_params(**sampling)
+    if params is None:
+        params = SamplingParams.from_kwargs(**sampling)
+    elif sampling:
+        raise FireworksValidationError(
+            "params", f"give SamplingParams or keyword arguments, not both: {sorted(sampling)}"
+        )
+    request = sampler.prepare(params)
     if max_prompts_in_flight is not None and (
         isinstance(max_prompts_in_flight, bool)
         or not isinstance(max_prompts_in_flight, int)
@@ -218,7 +226,7 @@ async def sample_prompts(
                     tracker.failed(spec.index, ids)
                     yield PromptResult(spec.index, [], error_info(ids), spec.metadata)
                     continue
-                in_flight[loop.create_task(sampler.sample_prompt_ids(ids, params))] = spec
+                in_flight[loop.create_task(sampler.sample_prompt_ids(ids, request))] = spec
             tracker.skipped = feed.skipped
             if not in_flight:
                 break

@@ -35,12 +35,21 @@ class ConcurrencyController(Protocol):
         """Requests allowed in flight right now."""
         ...
 
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a slot right now."""
+        ...
+
     async def acquire(self) -> None:
         """Wait for a slot."""
         ...
 
     def release(self, metrics: ServerMetrics | None = None) -> None:
         """Free the slot taken by ``acquire``; ``metrics`` describe the finished attempt."""
+        ...
+
+    def note_retry_exhausted(self, metrics: ServerMetrics | None) -> None:
+        """A logical request ran out of retries; ``metrics`` describe its last attempt."""
         ...
 
     def step_completed(self) -> dict[str, float]:
@@ -56,6 +65,7 @@ class FixedConcurrencyController:
         check_int(max_concurrency, "max_concurrency", 1)
         self._max_concurrency = max_concurrency
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._in_flight = 0
 
     def __repr__(self) -> str:
         return f"FixedConcurrencyController({self._max_concurrency})"
@@ -64,11 +74,21 @@ class FixedConcurrencyController:
     def window_size(self) -> int:
         return self._max_concurrency
 
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
     async def acquire(self) -> None:
         await self._semaphore.acquire()
+        self._in_flight += 1
 
     def release(self, metrics: ServerMetrics | None = None) -> None:
+        if self._in_flight > 0:
+            self._in_flight -= 1
         self._semaphore.release()
+
+    def note_retry_exhausted(self, metrics: ServerMetrics | None) -> None:
+        """Nothing to adapt: the window is fixed."""
 
     def step_completed(self) -> dict[str, float]:
         return {"window": float(self._max_concurrency)}

@@ -29,6 +29,7 @@ FAST_RETRY = RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0
 @pytest.fixture
 def emu(emulator: EmulatorProcess) -> EmulatorProcess:
     emulator.configure(create_delay_s=0.2, update_delay_s=0.1, delete_delay_s=0.1, hotload_stage_s=0.02)
+    emulator.add_trainer_job(TRAINER_JOB.rsplit("/", 1)[-1])  # a link to a missing trainer is refused
     return emulator
 
 

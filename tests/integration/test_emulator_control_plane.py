@@ -16,6 +16,12 @@ BASE_MODEL = "accounts/fireworks/models/qwen3-8b"
 TRAINER_JOB = "accounts/emulator/rlorTrainerJobs/job-1"
 
 
+@pytest.fixture(autouse=True)
+def trainer_job(emulator: EmulatorProcess) -> None:
+    """Deployments below link to TRAINER_JOB, which must exist (the service refuses a dangling link)."""
+    emulator.add_trainer_job(TRAINER_JOB.rsplit("/", 1)[-1])
+
+
 def call(emulator: EmulatorProcess, method: str, path: str, **kwargs: Any) -> requests.Response:
     headers = {"X-Api-Key": emulator.api_key, **kwargs.pop("headers", {})}
     return requests.request(method, emulator.url + path, headers=headers, timeout=10, **kwargs)

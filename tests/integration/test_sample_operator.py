@@ -20,16 +20,15 @@ from airflow.sdk.io import attach
 
 from airflow_fireworks.api import FireworksValidationError
 from airflow_fireworks.operators._sample_store import ShardStore
-from airflow_fireworks.operators.sampling import (
+from airflow_fireworks.operators.sampling import FireworksSampleOperator
+from airflow_fireworks.sampling import FixedConcurrencyController, load_tokenizer
+from airflow_fireworks.sampling.output import iter_records
+from airflow_fireworks.sampling.run import (
     SUMMARY_KEYS,
     TIMELINE_FIRST_INTERVAL_S,
     TIMELINE_MAX_POINTS,
-    FireworksSampleOperator,
-    _Attempt,
-    _CountingController,
+    SamplingRun,
 )
-from airflow_fireworks.sampling import FixedConcurrencyController, load_tokenizer
-from airflow_fireworks.sampling.output import iter_records
 from tests.emulator_control import EmulatorProcess
 
 DEPLOYMENT = "sample-dep"
@@ -519,7 +518,7 @@ def test_on_kill_cancels_the_requests_in_flight(emu, tokenizer, tmp_path):
 
 
 def test_the_timeline_stays_bounded_and_its_rates_follow_the_kept_points():
-    run = _Attempt(n=1, controller=_CountingController(FixedConcurrencyController(3)))
+    run = SamplingRun(n=1, controller=FixedConcurrencyController(3))
     for step in range(TIMELINE_MAX_POINTS + 1):
         run.tally.completion_tokens = 10 * step
         run.started -= 0.5  # as if half a second passed between points

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_fireworks.api import AsyncFireworksClient
 from airflow_fireworks.api.retry import RetryPolicy
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
@@ -187,6 +189,42 @@ async def test_503_with_retry_after_is_retried_and_shrinks_the_window(
     assert completions[0].server_metrics.retry_attempt == 2
     # the 503 record (no prefill metric) is congestion: an immediate multiplicative shrink
     assert controller.window_size == 4
+
+
+async def test_the_retry_budget_clamps_the_last_sleep_like_every_client(
+    emu: EmulatorProcess, model: str
+) -> None:
+    """The shared policy's stop rule: a sleep longer than the budget left is cut to it and one more
+    attempt is made (not "give up because the next sleep would pass the budget")."""
+    emu.add_fault(route="completions", kind="status", status=503, retry_after_s=5, times=None)
+    policy = RetryPolicy(max_attempts=5, initial_backoff_s=1.0, max_backoff_s=1.0, max_total_s=0.3)
+    started = time.monotonic()
+    async with DeploymentSampler(emu.url, model, emu.api_key, retry_policy=policy) as sampler:
+        with pytest.raises(SamplingRequestError) as info:
+            await sampler.sample_with_tokens(prompt_token_ids=[1, 2, 3], max_tokens=4)
+    assert time.monotonic() - started < 1.0  # one sleep of ~0.3 s, not of the 1 s backoff
+    assert info.value.retry_budget_exhausted and info.value.attempts == 2
+    assert [a["status_code"] for a in info.value.server_attempts] == [503, 503]
+
+
+async def test_completions_carry_the_headers_of_every_fireworks_client(
+    emu: EmulatorProcess, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session_id = str(uuid.uuid4())
+    monkeypatch.setenv("FIREWORKS_CLIENT_SOURCE", "fireworks-training-skill/airflow-test")
+    monkeypatch.setenv("FIREWORKS_SESSION_ID", session_id)
+    async with DeploymentSampler(
+        emu.url, model, emu.api_key, retry_policy=FAST_RETRY, additional_headers={"X-Team": "rl"}
+    ) as sampler:
+        await sampler.sample_with_tokens(prompt_token_ids=[1, 2, 3], max_tokens=4)
+    async with AsyncFireworksClient(emu.api_key, emu.url, additional_headers={"X-Team": "rl"}) as client:
+        assert await client.get_deployment("sampler-dep") is not None
+
+    [completion] = completion_calls(emu, 1)
+    [control] = [call for call in emu.requests() if call["route"] == "get"][-1:]
+    identifying = {"x-fireworks-client-source", "x-fireworks-session-id", "x-api-key", "x-team"}
+    assert identifying | {"authorization", "x-request-id", "content-type"} <= set(completion["headers"])
+    assert identifying <= set(control["headers"])
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,13 @@ import logging
 
 import pytest
 
-from airflow_fireworks.api import AsyncFireworksClient, DeploymentManager, FireworksValidationError, _http
+from airflow_fireworks.api import (
+    AsyncFireworksClient,
+    DeploymentManager,
+    FireworksValidationError,
+    _http,
+    transport,
+)
 
 KEY = "fw-unit-key-7c6b5a4d3e2f"
 
@@ -61,28 +67,28 @@ def test_repr_has_no_key() -> None:
 
 
 def test_headers_per_traffic_kind() -> None:
-    base = _http.base_headers(KEY, {"x-api-key": "override", "X-Team": "rl"})
+    base = transport.base_headers(KEY, {"x-api-key": "override", "X-Team": "rl"})
     assert base["x-api-key"] == "override" and "X-Api-Key" not in base
     assert base["Content-Type"] == "application/json"
     assert base["X-Team"] == "rl"
-    gateway = _http.gateway_headers(_http.base_headers(KEY, None), KEY)
+    gateway = transport.gateway_headers(transport.base_headers(KEY, None), KEY)
     assert gateway["Authorization"] == f"Bearer {KEY}"
     hot = _http.hotload_headers(gateway, "accounts/f/models/m", "acct", "dep", "gs://b/p/")
     assert hot["fireworks-model"] == "accounts/f/models/m"
     assert hot["fireworks-deployment"] == "accounts/acct/deployments/dep"
     assert hot["x-fireworks-hot-load-source-url"] == "gs://b/p/"
-    assert "Authorization" not in _http.base_headers(KEY, None)
+    assert "Authorization" not in transport.base_headers(KEY, None)
 
 
 def test_environment_headers_only_when_well_formed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FIREWORKS_CLIENT_SOURCE", "fireworks-training-skill/airflow-1.0")
     monkeypatch.setenv("FIREWORKS_SESSION_ID", "6f1c2b7e-3d4a-4e5f-8a9b-0c1d2e3f4a5b")
-    headers = _http.base_headers(KEY, None)
+    headers = transport.base_headers(KEY, None)
     assert headers["X-Fireworks-Client-Source"] == "fireworks-training-skill/airflow-1.0"
     assert headers["X-Fireworks-Session-Id"] == "6f1c2b7e-3d4a-4e5f-8a9b-0c1d2e3f4a5b"
     monkeypatch.setenv("FIREWORKS_CLIENT_SOURCE", "something-else")
     monkeypatch.setenv("FIREWORKS_SESSION_ID", "6F1C2B7E-3D4A-4E5F-8A9B-0C1D2E3F4A5B")
-    headers = _http.base_headers(KEY, None)
+    headers = transport.base_headers(KEY, None)
     assert "X-Fireworks-Client-Source" not in headers
     assert "X-Fireworks-Session-Id" not in headers
 
@@ -112,7 +118,7 @@ def test_tls_verified_unless_disabled_and_disabling_is_logged(caplog: pytest.Log
     ],
 )
 def test_error_message_parsing(body: bytes, expected: str) -> None:
-    assert _http.error_message(body) == expected
+    assert transport.error_message(body) == expected
 
 
 def test_api_error_scrubs_key_and_reads_request_id() -> None:

@@ -106,3 +106,16 @@ def test_hook_metadata_matches_the_provider_registration():
     assert FireworksHook.default_conn_name == "fireworks_default"
     assert FireworksHook.conn_name_attr == "fireworks_conn_id"
     assert FireworksHook().fireworks_conn_id == "fireworks_default"
+
+
+def test_the_sampler_is_built_from_the_connection_like_every_client():
+    p = params(host="http://control:1", extra={"additional_headers": {"X-Team": "rl"}, "verify_ssl": False})
+    sampler = p.sampler("accounts/a/deployments/d", None, None, not_ready_retries=2)
+    assert sampler.inference_url == "http://control:1"  # the gateway defaults to the control plane
+    assert sampler.verify_ssl is False and sampler.not_ready_retries == 2
+    assert sampler.config.gateway_headers["X-Team"] == "rl"
+    assert sampler.config.gateway_headers == p.async_client().config.gateway_headers
+    assert KEY not in repr(sampler) and KEY not in repr(sampler.config)
+
+    gateway = params(extra={"inference_url": "https://gw.example.com/"}).sampler("accounts/a/deployments/d")
+    assert gateway.inference_url == "https://gw.example.com"

@@ -13,11 +13,14 @@ from airflow_fireworks.api.retry import RetryPolicy
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
     DeploymentSampler,
+    SamplingParams,
     SamplingRequestError,
     load_tokenizer,
     render_chat_prompts,
+    sample_prompts,
 )
 from airflow_fireworks.sampling.errors import SamplingHTTPError
+from airflow_fireworks.sampling.params import PARAMETER_NAMES
 
 API_KEY = "fw-secret-key-abcdef123456"
 MODEL = "accounts/acme/deployments/dep-1"
@@ -137,6 +140,45 @@ def test_request_body_fields_and_per_sample_seed(tokenizer_dir: Path) -> None:
     )
     unseeded = sampler.sampling_params()
     assert "seed" not in json.loads(unseeded.request_body("[1]", 4))
+
+
+def test_sampling_params_are_checked_once_with_a_lenient_parse_for_rendered_templates() -> None:
+    rendered = SamplingParams.parse({"n": "8", "temperature": "0.5", "top_k": "40", "stop": ["a", "b"]})
+    assert rendered == SamplingParams(n=8, temperature=0.5, top_k=40, stop=("a", "b"))
+    assert SamplingParams.parse({}) == SamplingParams()
+    for values, field in (
+        ({"n": "eight"}, "n"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # needs logprobs
+        ({"max_tokens": 0}, "max_tokens"),  # only with echo (or echo_last): scoring prompts
+        ({"stop": ""}, "stop"),
+        ({"logprobs": "yes"}, "logprobs"),
+        ({"extra": {"n": 2}}, "n"),  # set by the sampler
+    ):
+        with pytest.raises(FireworksValidationError) as info:
+            SamplingParams.parse(values)
+        assert info.value.field == field
+    assert SamplingParams(max_tokens=0, echo=True).max_tokens == 0
+    assert SamplingParams(max_tokens=0, extra={"echo_last": 3}).options.echo_last == 3
+
+
+def test_sampling_params_record_and_sdk_keyword_arguments() -> None:
+    params = SamplingParams.from_kwargs(n=2, stop=["x"], seed=1, prompt_cache_key="k")
+    assert params.extra == {"prompt_cache_key": "k"}
+    record = params.as_record()
+    assert tuple(record) == (*PARAMETER_NAMES, "extra")
+    assert record["stop"] == ["x"] and record["extra"] == {"prompt_cache_key": "k"}
+    assert tuple(SamplingParams().as_record()) == PARAMETER_NAMES  # what a manifest records
+    body = SamplingParams(top_p=0.9, logprobs=True, stop="x").body_fields()
+    assert body == {"max_tokens": 1024, "temperature": 1.0, "top_p": 0.9, "top_k": 0, "logprobs": True,
+                    "stop": ["x"]}  # fmt: skip
+
+
+async def test_sample_prompts_takes_sampling_params_or_keyword_arguments_not_both() -> None:
+    async with make_sampler() as sampler:
+        with pytest.raises(FireworksValidationError, match="not both"):
+            async for _ in sample_prompts(sampler, [], params=SamplingParams(n=2), n=2):
+                pass
+        assert [r async for r in sample_prompts(sampler, [], params=SamplingParams(n=2))] == []
 
 
 def test_render_chat_prompts_batches_like_one_at_a_time(tokenizer_dir: Path) -> None:
