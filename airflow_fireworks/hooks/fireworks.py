@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from airflow_fireworks.api import FireworksError
+from airflow_fireworks.api import FireworksError, FireworksValidationError
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -43,13 +43,14 @@ DEFAULT_CONSOLE_URL = "https://app.fireworks.ai"
 CONN_TYPE = "fireworks"
 
 
-class FireworksConnectionConfigError(ValueError):
-    """A field of a ``fireworks`` connection is missing or malformed (never shows the key)."""
+class FireworksConnectionConfigError(FireworksValidationError):
+    """A field of a ``fireworks`` connection is missing or malformed (never shows the key); part of
+    the one error family, so operators fail such a task without retries."""
 
     def __init__(self, conn_id: str | None, field_name: str, problem: str) -> None:
         self.conn_id = conn_id
         self.field = field_name
-        super().__init__(f"Connection {conn_id!r}, field {field_name!r}: {problem}")
+        FireworksError.__init__(self, f"Connection {conn_id!r}, field {field_name!r}: {problem}")
 
 
 def _extra(extras: Mapping[str, Any], name: str) -> Any:
