@@ -19,14 +19,14 @@ def running_emulator(**settings: Any) -> AbstractContextManager[EmulatorProcess]
     return EmulatorProcess.start(api_key=API_KEY, account_id=ACCOUNT, **settings)
 
 
-def ready_deployment(emulator: EmulatorProcess, deployment_id: str) -> str:
-    """Create a deployment, wait until READY, return its inference model name."""
+def ready_deployment(emulator: EmulatorProcess, deployment_id: str, replicas: int = 1) -> str:
+    """Create a deployment of ``replicas`` replicas, wait until READY, return its inference model name."""
     headers = {"X-Api-Key": emulator.api_key}
     base = f"{emulator.url}/v1/accounts/{emulator.account_id}/deployments"
     response = emulator.session.post(
         base,
         params={"deploymentId": deployment_id},
-        json={"baseModel": BASE_MODEL},
+        json={"baseModel": BASE_MODEL, "minReplicaCount": replicas, "maxReplicaCount": replicas},
         headers=headers,
         timeout=10,
     )

@@ -7,9 +7,11 @@ cancellation), passing the attempt's ``ServerMetrics`` when it has them.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
@@ -24,6 +26,22 @@ _PROPORTIONAL_INCREASE_CAP = 4.0
 _PREFILL_QUEUE_FLOOR_S = 0.001
 _DEEP_RETRY_ATTEMPT = 3
 _CONGESTION_STATUS = frozenset({429, 503})
+
+POLICIES = ("capacity", "aimd")
+DEFAULT_INITIAL_WINDOW = 8
+_HOSTS_KEPT = 1024
+
+#: capacity policy: a request "queued" if its prefill-queue time exceeds this share of the target
+_QUEUED_FRACTION = 0.05
+#: capacity policy: the queue kept in front of the decode slots, in seconds per target second
+_QUEUE_AIM = 0.25
+#: capacity policy: during the start-up the window runs ahead of the proven load by the requests
+#: released in this many target seconds (what it may send beyond capacity waits about as long)
+_AHEAD = 2.0
+#: capacity policy: span of the release-rate measurement
+_RATE_SPAN_S = 1.0
+#: capacity policy: starts and releases remembered (at most 1.6 MB; seconds of a busy step)
+_EVENTS_KEPT = 32768
 
 
 @runtime_checkable
@@ -108,16 +126,90 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class AdaptiveConcurrencyController:
-    """AIMD window driven by the server's prefill-queue time (dedicated deployments) or, when
-    that metric is absent, by congestion status codes (429/503, transport errors).
+class _Events:
+    """The latest starts and releases of requests, by time: how many requests were in flight and
+    how many had been released so far just after each (what the capacity policy looks back on).
+    At most ``size`` events are kept, in flat arrays."""
 
-    Every ``adjustment_interval`` releases (and in ``step_completed``) the window grows
-    proportionally to the headroom below ``prefill_queue_target`` or is multiplied by
-    ``multiplicative_decrease`` above it. In status-code mode a congestion record shrinks the
-    window at once (at most once per ``shrink_cooldown_s``) and a clean interval adds
-    ``additive_increase``. A shrink below the number of requests in flight becomes a debt paid by
-    later releases before anyone is admitted again.
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._times = array("d")
+        self._in_flight = array("q")
+        self._released = array("q")
+        self._head = 0
+
+    def add(self, at: float, in_flight: int, released: int) -> None:
+        self._times.append(at)
+        self._in_flight.append(in_flight)
+        self._released.append(released)
+        if len(self._times) - self._head > self._size:
+            self._head += 1
+            if self._head >= self._size:  # drop the forgotten half at once
+                for values in (self._times, self._in_flight, self._released):
+                    del values[: self._head]
+                self._head = 0
+
+    def at(self, when: float) -> tuple[int, int] | None:
+        """(in flight, released so far) as of ``when``; None if that is older than what is kept."""
+        index = bisect.bisect_right(self._times, when, self._head) - 1
+        if index < self._head:
+            return None
+        return self._in_flight[index], self._released[index]
+
+    def most_in_flight(self, start: float, end: float) -> int | None:
+        """The most requests in flight at any event in [start, end] (None if none is kept)."""
+        low = bisect.bisect_left(self._times, start, self._head)
+        high = bisect.bisect_right(self._times, end, self._head)
+        return max(self._in_flight[low:high]) if high > low else None
+
+    def oldest(self) -> tuple[float, int] | None:
+        """(time, released so far) of the oldest event kept."""
+        if self._head >= len(self._times):
+            return None
+        return self._times[self._head], self._released[self._head]
+
+
+class AdaptiveConcurrencyController:
+    """A window of requests in flight that follows the deployment's capacity, read from the
+    server's prefill-queue time (dedicated deployments) or, when that metric is absent, from
+    congestion status codes (429/503, transport errors).
+
+    Two policies read the prefill queue. ``policy="aimd"`` is the official SDK's exact rule
+    (fireworks-api.md section 7): every ``adjustment_interval`` releases, and in
+    ``step_completed``, the window grows by up to ``4 x additive_increase`` in proportion to the
+    headroom below ``prefill_queue_target``, or is multiplied by ``multiplicative_decrease`` above
+    it. On a cold step that is too slow: with completions of a few hundred tokens releases are far
+    apart and the step ends while the window still climbs (about half the best fixed window's
+    goodput in the README's benchmark).
+
+    ``policy="capacity"`` (default) differs from it there, and only there:
+
+    - **Start-up.** A request that found a free decode slot (prefill queue at most 5 % of the
+      target) proves that the deployment serves at once the requests that were in flight when it
+      was sent. While the window is in use it is raised to that proven load plus the requests
+      released in twice ``prefill_queue_target`` at the measured rate (at least 8 per replica).
+      It thus grows in proportion to what it sends, as TCP's slow start does, while the requests
+      it sends beyond capacity before the first queued one comes back wait at most about twice
+      the target.
+    - **Capacity (Little's law).** A request that queued tells how many requests the deployment
+      serves at once: those in flight when it was sent minus those released while it waited. The
+      first one ends the start-up; each later one moves the estimate by ``ema_alpha`` of the
+      difference, as do requests that did not queue at a load above it. After every release with
+      a prefill-queue time the window is set to the estimate plus the requests released in a
+      quarter of ``prefill_queue_target``: the queue stays short but not empty, and a deployment
+      that loses replicas is backed off from its first queued requests rather than at an
+      interval's end. While demand is below the window (a step's tail) nothing moves.
+    - **Starting window.** ``initial_window=None`` (default) starts at 8 and, during the
+      start-up, at 8 per replica that has answered (counted by the ``backend-host`` metric); an
+      explicit ``initial_window``, e.g. the window the previous step ended with, is taken as is.
+    - ``adjustment_interval`` only times the status-code path.
+
+    Both policies share the rest: a congestion status shrinks the window at once (at most once per
+    ``shrink_cooldown_s``; the capacity policy lowers its estimate too and ignores the queue times
+    of requests sent before the shrink), a clean interval of status codes adds
+    ``additive_increase``, and a shrink below the number of requests in flight becomes a debt paid
+    by later releases before anyone is admitted again. ``max_window`` (256, as in the SDK) caps
+    the window: raise it for deployments that serve more requests at once.
 
     The controller is loop-agnostic: it creates no asyncio primitive up front, and it may be
     shared by event loops in several threads (state is guarded by a lock, waiters are woken on
@@ -127,7 +219,7 @@ class AdaptiveConcurrencyController:
 
     def __init__(
         self,
-        initial_window: int = 8,
+        initial_window: int | None = None,
         min_window: int = 1,
         max_window: int = 256,
         prefill_queue_target: float = 0.5,
@@ -136,12 +228,14 @@ class AdaptiveConcurrencyController:
         ema_alpha: float = 0.3,
         adjustment_interval: int = 32,
         shrink_cooldown_s: float = 1.0,
+        policy: str = "capacity",
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         check_int(min_window, "min_window", 1)
         check_int(max_window, "max_window", min_window)
-        check_int(initial_window, "initial_window", 1)
+        if initial_window is not None:
+            check_int(initial_window, "initial_window", 1)
         check_int(adjustment_interval, "adjustment_interval", 0)
         for name, value in (
             ("prefill_queue_target", prefill_queue_target),
@@ -162,6 +256,8 @@ class AdaptiveConcurrencyController:
             raise FireworksValidationError("ema_alpha", "must be in (0, 1]")
         if not shrink_cooldown_s >= 0:
             raise FireworksValidationError("shrink_cooldown_s", "must be >= 0 seconds")
+        if policy not in POLICIES:
+            raise FireworksValidationError("policy", f"must be one of {list(POLICIES)}, got {policy!r}")
         self.min_window = min_window
         self.max_window = max_window
         self.prefill_queue_target = float(prefill_queue_target)
@@ -170,15 +266,27 @@ class AdaptiveConcurrencyController:
         self.ema_alpha = float(ema_alpha)
         self.adjustment_interval = adjustment_interval
         self.shrink_cooldown_s = float(shrink_cooldown_s)
+        self.policy = policy
+        self._queued_s = self.prefill_queue_target * _QUEUED_FRACTION
         self._clock = clock
         self._lock = threading.Lock()
-        self._window = float(min(max(initial_window, min_window), max_window))
+        # None: DEFAULT_INITIAL_WINDOW per replica once the replicas answer (capacity policy)
+        self._per_replica = initial_window is None and policy == "capacity"
+        start = DEFAULT_INITIAL_WINDOW if initial_window is None else initial_window
+        self._window = float(min(max(start, min_window), max_window))
         self._in_flight = 0
         self._debt = 0
         self._waiters: deque[_Waiter] = deque()
         self._ema: float | None = None
         self._last_shrink_at: float | None = None
         self._warned_status_mode = False
+        # capacity policy
+        self._events = _Events(_EVENTS_KEPT)
+        self._released = 0
+        self._active = 0
+        self._capacity: float | None = None
+        self._proven = 0
+        self._hosts: set[str] = set()
         # since the last interval adjustment
         self._interval_releases = 0
         self._pq_samples: list[float] = []
@@ -191,13 +299,15 @@ class AdaptiveConcurrencyController:
         self._step_max_in_flight = 0
         self._step_cached_tokens = 0
         self._step_prompt_tokens = 0
+        self._step_pq_sum = 0.0
+        self._step_pq_count = 0
         self._congestion_events = 0
         self._retry_exhaustions = 0
 
     def __repr__(self) -> str:
         return (
-            f"AdaptiveConcurrencyController(window={self.window_size}, in_flight={self._in_flight}, "
-            f"min={self.min_window}, max={self.max_window})"
+            f"AdaptiveConcurrencyController(policy={self.policy!r}, window={self.window_size}, "
+            f"in_flight={self._in_flight}, min={self.min_window}, max={self.max_window})"
         )
 
     @property
@@ -214,10 +324,22 @@ class AdaptiveConcurrencyController:
         """Slots still to be given back after a shrink below the number in flight."""
         return self._debt
 
+    @property
+    def capacity_estimate(self) -> float | None:
+        """Requests the deployment serves at once, as last estimated (capacity policy; None
+        during the start-up and with ``policy="aimd"``)."""
+        return self._capacity
+
+    @property
+    def prefill_queue_ema(self) -> float | None:
+        """The smoothed prefill-queue time the window is steered on (None before any sample)."""
+        return self._ema
+
     async def acquire(self) -> None:
         with self._lock:
             if not self._waiters and self._in_flight < self.window_size and self._debt == 0:
                 self._admit()
+                self._started()
                 return
             waiter = _Waiter(asyncio.get_running_loop())
             self._waiters.append(waiter)
@@ -231,6 +353,8 @@ class AdaptiveConcurrencyController:
                     self._waiters.remove(waiter)
                 self._wake()
             raise
+        with self._lock:
+            self._started()
 
     def release(self, metrics: ServerMetrics | None = None) -> None:
         with self._lock:
@@ -238,6 +362,9 @@ class AdaptiveConcurrencyController:
                 self._in_flight -= 1
             if self._debt > 0:
                 self._debt -= 1
+            self._released += 1
+            self._active = max(0, self._active - 1)
+            self._events.add(self._clock(), self._active, self._released)
             self._step_releases += 1
             self._step_window_sum += self.window_size
             if metrics is not None:
@@ -258,13 +385,23 @@ class AdaptiveConcurrencyController:
                 self._retry_exhaustions += 1
 
     def step_completed(self) -> dict[str, float]:
-        """Summarise the step, run one adjustment, reset the step counters (fireworks-api.md 7.6)."""
+        """Summarise the step, run one adjustment, reset the step counters (fireworks-api.md 7.6).
+
+        With the capacity policy the prefill-queue keys describe the whole step: ``avg_pq`` is
+        its mean, ``ema_pq`` the smoothed value after its last sample, ``capacity`` the estimate
+        (once known); the window only moves here on the status-code path."""
         with self._lock:
             summary: dict[str, float] = {
                 "window": float(self.window_size),
                 "requests": float(self._step_requests),
             }
-            if self._pq_samples:
+            if self.policy == "capacity" and self._step_pq_count:
+                summary["avg_pq"] = self._step_pq_sum / self._step_pq_count
+                if self._ema is not None:
+                    summary["ema_pq"] = self._ema
+                if self._capacity is not None:
+                    summary["capacity"] = self._capacity
+            elif self._pq_samples:
                 summary["avg_pq"] = sum(self._pq_samples) / len(self._pq_samples)
                 if self._ema is not None:
                     summary["ema_pq"] = self._ema
@@ -292,6 +429,8 @@ class AdaptiveConcurrencyController:
             self._step_max_in_flight = self._in_flight
             self._step_cached_tokens = 0
             self._step_prompt_tokens = 0
+            self._step_pq_sum = 0.0
+            self._step_pq_count = 0
             self._congestion_events = 0
             self._retry_exhaustions = 0
             self._wake()
@@ -303,6 +442,12 @@ class AdaptiveConcurrencyController:
         self._in_flight += 1
         if self._in_flight > self._step_max_in_flight:
             self._step_max_in_flight = self._in_flight
+
+    def _started(self) -> None:
+        """A caller left ``acquire`` (admitted callers leave in admission order): it is about to
+        send its request as the ``_active``-th one in flight."""
+        self._active += 1
+        self._events.add(self._clock(), self._active, self._released)
 
     def _wake(self) -> None:
         """Admit parked waiters, oldest first, while a slot is free and no debt is owed."""
@@ -324,8 +469,14 @@ class AdaptiveConcurrencyController:
                 waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
 
     def _observe(self, metrics: ServerMetrics) -> None:
-        if metrics.prefill_queue_duration is not None:
-            self._pq_samples.append(metrics.prefill_queue_duration)
+        queue = metrics.prefill_queue_duration
+        if queue is not None:
+            if self.policy == "capacity":
+                self._step_pq_sum += queue
+                self._step_pq_count += 1
+                self._follow_capacity(metrics, queue)
+            else:
+                self._pq_samples.append(queue)
         else:
             if not self._warned_status_mode:
                 self._warned_status_mode = True
@@ -347,6 +498,84 @@ class AdaptiveConcurrencyController:
         if metrics.prompt_tokens is not None:
             self._step_prompt_tokens += metrics.prompt_tokens
 
+    def _follow_capacity(self, metrics: ServerMetrics, queue: float) -> None:
+        """Capacity policy: learn from one release with a prefill-queue time, then set the window."""
+        now = self._clock()
+        self._ema = queue if self._ema is None else self.ema_alpha * queue + (1 - self.ema_alpha) * self._ema
+        self._note_host(metrics.backend_host)
+        latency = metrics.client_latency
+        if latency is None:
+            latency = metrics.server_processing_time
+        sent_at = now - latency if latency is not None else now
+        if self._last_shrink_at is not None and sent_at < self._last_shrink_at:
+            return  # sent before a congestion status shrank the window: it would undo the shrink
+        at_send = self._events.at(sent_at) if latency is not None else None
+        # requests in flight when this one was sent, itself included
+        load = at_send[0] if at_send is not None else self._active + 1
+        rate = self._release_rate(now)
+        # with less demand than window (a step's tail) the deployment is not what limits, and a
+        # request may still queue on a busy replica while another idles: that says nothing
+        in_use = bool(self._waiters) or self._in_flight + 1 >= self.window_size
+        if queue <= self._queued_s:
+            if self._capacity is None:
+                self._proven = max(self._proven, load)
+                if in_use:  # start-up: run ahead of the load proven to be served at once
+                    ahead = max(self._replica_floor(), _AHEAD * self.prefill_queue_target * rate)
+                    self._resize(max(self._window, self._proven + ahead))
+                return
+            if load > self._capacity:
+                self._capacity += self.ema_alpha * (load - self._capacity)
+        else:
+            served = self._served_at_once(sent_at, queue, load, at_send, rate)
+            if self._capacity is None:
+                if not in_use:
+                    return
+                self._capacity = served
+            elif in_use or served > self._capacity:
+                self._capacity += self.ema_alpha * (served - self._capacity)
+        if in_use:
+            self._resize(self._capacity + self._queue_allowance(now))
+
+    def _served_at_once(
+        self, sent_at: float, queue: float, load: int, at_send: tuple[int, int] | None, rate: float
+    ) -> float:
+        """Little's law for a request that queued: the requests in flight when it was sent minus
+        those released while it waited."""
+        if at_send is None:  # no history to look back on: the current rate stands for it
+            return max(float(self.min_window), load - rate * queue)
+        # a burst's requests leave in any order: any sent just after it may have come first
+        load = max(load, self._events.most_in_flight(sent_at, sent_at + self._queued_s) or 0)
+        at_admission = self._events.at(sent_at + queue)
+        passed = at_admission[1] - at_send[1] if at_admission is not None else rate * queue
+        return max(float(self.min_window), load - passed)
+
+    def _note_host(self, host: str | None) -> None:
+        """Count the replicas that answer; by default the start-up window is per replica."""
+        if not host or host in self._hosts or len(self._hosts) >= _HOSTS_KEPT:
+            return
+        self._hosts.add(host)
+        if self._per_replica and self._capacity is None:
+            self._resize(max(self._window, self._replica_floor()))
+
+    def _replica_floor(self) -> float:
+        return float(DEFAULT_INITIAL_WINDOW * max(1, len(self._hosts)))
+
+    def _queue_allowance(self, now: float) -> float:
+        """Requests kept waiting in front of the decode slots: those released in a quarter of the
+        target (at least one)."""
+        return max(1.0, self._release_rate(now) * self.prefill_queue_target * _QUEUE_AIM)
+
+    def _release_rate(self, now: float) -> float:
+        """Releases per second over the last ``_RATE_SPAN_S`` (or what is kept of it)."""
+        since = now - _RATE_SPAN_S
+        before = self._events.at(since)
+        if before is not None:
+            return (self._released - before[1]) / _RATE_SPAN_S
+        oldest = self._events.oldest()
+        if oldest is None or now - oldest[0] <= 0:
+            return 0.0
+        return (self._released - oldest[1]) / (now - oldest[0])
+
     def _shrink_now(self, retry_attempt: int) -> None:
         now = self._clock()
         if self._last_shrink_at is not None and now - self._last_shrink_at < self.shrink_cooldown_s:
@@ -357,6 +586,10 @@ class AdaptiveConcurrencyController:
             factor *= self.multiplicative_decrease
         self._congestion_events += 1
         self._resize(self._window * factor)
+        if self.policy == "capacity":
+            # the start-up is over, and the next prefill-queue sample must not undo the shrink
+            shrunk = max(float(self.min_window), self._window - self._queue_allowance(now))
+            self._capacity = shrunk if self._capacity is None else min(self._capacity, shrunk)
 
     def _adjust(self) -> bool:
         """One interval adjustment (fireworks-api.md 7.4). True if either strategy had data."""

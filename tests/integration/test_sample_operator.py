@@ -519,9 +519,11 @@ def test_on_kill_cancels_the_requests_in_flight(emu, tokenizer, tmp_path):
 
 def test_the_timeline_stays_bounded_and_its_rates_follow_the_kept_points():
     run = SamplingRun(n=1, controller=FixedConcurrencyController(3))
+    clock = run.started
     for step in range(TIMELINE_MAX_POINTS + 1):
         run.tally.completion_tokens = 10 * step
-        run.started -= 0.5  # as if half a second passed between points
+        clock += 0.5  # half a second between points, whatever the machine's load
+        run.finished = clock  # elapsed_s reads the finish time when one is set
         run.sample_timeline()
 
     assert len(run.timeline) == (TIMELINE_MAX_POINTS + 1) // 2

@@ -1,4 +1,6 @@
-"""Concurrency controllers: the AIMD rules and worked examples of fireworks-api.md section 7."""
+"""Concurrency controllers: the rules shared by both adaptive policies, and the SDK's AIMD
+(``policy="aimd"``) with the worked examples of fireworks-api.md section 7. The default
+capacity policy is pinned in ``test_sampling_concurrency_capacity.py``."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ import pytest
 from airflow_fireworks.api.errors import FireworksValidationError
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
+    ConcurrencyController,
     FixedConcurrencyController,
     ServerMetrics,
 )
+
+POLICIES = ["capacity", "aimd"]
 
 
 class FakeClock:
@@ -38,7 +43,7 @@ async def run_requests(ctrl: AdaptiveConcurrencyController, count: int, metrics:
 
 
 async def test_worked_example_prefill_mode_grows_proportionally_then_halves() -> None:
-    ctrl = AdaptiveConcurrencyController()
+    ctrl = AdaptiveConcurrencyController(policy="aimd")
     assert ctrl.window_size == 8
     await run_requests(ctrl, 31, pq(0.1))
     assert ctrl.window_size == 8  # no adjustment before the 32nd release
@@ -49,9 +54,12 @@ async def test_worked_example_prefill_mode_grows_proportionally_then_halves() ->
     assert ctrl.window_size == 6
 
 
-async def test_worked_example_status_mode_shrinks_immediately_and_does_not_grow_after_congestion() -> None:
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_worked_example_status_mode_shrinks_immediately_and_does_not_grow_after_congestion(
+    policy: str,
+) -> None:
     clock = FakeClock()
-    ctrl = AdaptiveConcurrencyController(clock=clock)
+    ctrl = AdaptiveConcurrencyController(policy=policy, clock=clock)
     await ctrl.acquire()
     ctrl.release(status(503, attempt=1))
     assert ctrl.window_size == 4
@@ -75,9 +83,10 @@ async def test_worked_example_status_mode_shrinks_immediately_and_does_not_grow_
     assert ctrl.step_completed()["window_after"] == 3
 
 
-async def test_shrink_cooldown_and_deep_retry_shrink() -> None:
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_shrink_cooldown_and_deep_retry_shrink(policy: str) -> None:
     clock = FakeClock()
-    ctrl = AdaptiveConcurrencyController(initial_window=64, clock=clock)
+    ctrl = AdaptiveConcurrencyController(initial_window=64, policy=policy, clock=clock)
     ctrl.release(status(429))
     ctrl.release(status(503))  # within the 1 s cooldown: counted, no shrink
     assert ctrl.window_size == 32
@@ -92,8 +101,9 @@ async def test_shrink_cooldown_and_deep_retry_shrink() -> None:
     assert summary["congestion_responses"] == 4
 
 
-async def test_non_congestion_errors_are_neither_congestion_nor_headroom() -> None:
-    ctrl = AdaptiveConcurrencyController()
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_non_congestion_errors_are_neither_congestion_nor_headroom(policy: str) -> None:
+    ctrl = AdaptiveConcurrencyController(policy=policy)
     ctrl.release(status(500))
     ctrl.release(ServerMetrics(http_status_code=None))
     summary = ctrl.step_completed()
@@ -103,7 +113,7 @@ async def test_non_congestion_errors_are_neither_congestion_nor_headroom() -> No
 
 
 async def test_shrink_below_in_flight_becomes_debt_paid_by_releases() -> None:
-    ctrl = AdaptiveConcurrencyController(multiplicative_decrease=0.25, adjustment_interval=0)
+    ctrl = AdaptiveConcurrencyController(multiplicative_decrease=0.25, adjustment_interval=0, policy="aimd")
     for _ in range(8):
         await ctrl.acquire()
     ctrl.release(pq(5.0))
@@ -123,7 +133,7 @@ async def test_shrink_below_in_flight_becomes_debt_paid_by_releases() -> None:
 
 
 async def test_step_summary_keys_and_resets() -> None:
-    ctrl = AdaptiveConcurrencyController()
+    ctrl = AdaptiveConcurrencyController(policy="aimd")
     for _ in range(8):
         await ctrl.acquire()
     for _ in range(8):
@@ -143,7 +153,7 @@ async def test_step_summary_keys_and_resets() -> None:
 
 
 async def test_a_step_of_exactly_one_interval_has_no_prefill_keys() -> None:
-    ctrl = AdaptiveConcurrencyController()
+    ctrl = AdaptiveConcurrencyController(policy="aimd")
     await run_requests(ctrl, 32, pq(0.1))
     summary = ctrl.step_completed()
     assert summary["requests"] == 32 and summary["window"] == 12
@@ -154,8 +164,9 @@ async def test_a_step_of_exactly_one_interval_has_no_prefill_keys() -> None:
     assert summary["avg_pq"] == pytest.approx(0.2)
 
 
-async def test_retry_exhaustions_are_counted_in_status_mode() -> None:
-    ctrl = AdaptiveConcurrencyController()
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_retry_exhaustions_are_counted_in_status_mode(policy: str) -> None:
+    ctrl = AdaptiveConcurrencyController(policy=policy)
     ctrl.note_retry_exhausted(status(503, attempt=7))
     ctrl.note_retry_exhausted(pq(3.0))
     ctrl.note_retry_exhausted(status(400))
@@ -185,7 +196,7 @@ async def test_parked_callers_are_admitted_fifo_and_new_callers_do_not_overtake(
 
 
 async def test_window_growth_admits_every_parked_caller_that_fits() -> None:
-    ctrl = AdaptiveConcurrencyController(initial_window=2, adjustment_interval=0)
+    ctrl = AdaptiveConcurrencyController(initial_window=2, adjustment_interval=0, policy="aimd")
     await ctrl.acquire()
     await ctrl.acquire()
     ctrl.release(pq(0.01))
@@ -239,13 +250,32 @@ async def test_fixed_controller_is_a_semaphore_with_a_constant_summary() -> None
     ctrl = FixedConcurrencyController(2)
     await ctrl.acquire()
     await ctrl.acquire()
+    assert ctrl.in_flight == 2
     third = asyncio.create_task(ctrl.acquire())
     await asyncio.sleep(0)
     assert not third.done()
     ctrl.release(status(503))
     await asyncio.wait_for(third, timeout=5)
-    assert ctrl.window_size == 2
+    assert ctrl.window_size == 2 and ctrl.in_flight == 2
+    ctrl.note_retry_exhausted(status(503, attempt=7))  # nothing to adapt
+    ctrl.release()
+    ctrl.release()
+    assert ctrl.in_flight == 0
     assert ctrl.step_completed() == {"window": 2.0}
+
+
+@pytest.mark.parametrize(
+    "ctrl", [FixedConcurrencyController(4), *(AdaptiveConcurrencyController(policy=p) for p in POLICIES)]
+)
+async def test_both_controllers_offer_what_a_sampling_run_needs(ctrl: ConcurrencyController) -> None:
+    assert isinstance(ctrl, ConcurrencyController)
+    await ctrl.acquire()
+    assert ctrl.in_flight == 1
+    ctrl.release(pq(0.0))
+    ctrl.note_retry_exhausted(status(429))
+    assert ctrl.in_flight == 0
+    window = ctrl.window_size
+    assert ctrl.step_completed()["window"] == window
 
 
 @pytest.mark.parametrize(
@@ -255,6 +285,8 @@ async def test_fixed_controller_is_a_semaphore_with_a_constant_summary() -> None
         ({"min_window": 4, "max_window": 2}, "max_window"),
         ({"multiplicative_decrease": 1.5}, "multiplicative_decrease"),
         ({"prefill_queue_target": 0}, "prefill_queue_target"),
+        ({"initial_window": 0}, "initial_window"),
+        ({"policy": "sdk"}, "policy"),
     ],
 )
 def test_bad_controller_settings_name_the_field(kwargs: dict[str, float], field: str) -> None:
