@@ -4,24 +4,31 @@ Run it when an experiment is over, or on a schedule, so no forgotten deployment 
 GPUs (a trainer may even sit waiting for capacity for up to 48 hours). ``find_family`` lists the
 account's deployments and ``find_trainers`` its trainer jobs (by id or display name); ``delete``
 and ``delete_trainer`` are mapped over what they found and wait until each one is gone; one
-already gone counts as deleted.
+already gone counts as deleted. Every task has ``retries`` (``FIREWORKS_EXAMPLE_RETRIES``, default 2).
 """
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+
 import pendulum
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_fireworks.api.trainers import needs_delete
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.operators.deployment import FireworksDeleteDeploymentOperator
 from airflow_fireworks.operators.trainer import FireworksDeleteTrainerJobOperator
 
+RETRIES = int(os.environ.get("FIREWORKS_EXAMPLE_RETRIES", "2"))
+
 
 def family_prefix(prefix: str) -> str:
     """The prefix, refusing an empty one (it would match every resource of the account)."""
     if not prefix or not prefix.strip():
-        raise ValueError("params.prefix must name an experiment family, e.g. 'grpo-arith-'")
+        # a bad param: fail without retries, nothing was deleted
+        raise AirflowFailException("params.prefix must name an experiment family, e.g. 'grpo-arith-'")
     return prefix.strip()
 
 
@@ -57,8 +64,17 @@ with DAG(
     schedule="@weekly",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    default_args={"retries": RETRIES, "retry_delay": timedelta(seconds=30)},
     tags=["fireworks", "cleanup", "example"],
-    params={"prefix": "grpo-arith-"},
+    params={
+        "prefix": Param(
+            "grpo-arith-",
+            type="string",
+            minLength=1,
+            description="Experiment family: every deployment and trainer job whose id (or trainer "
+            "display name) starts with it is deleted. Never empty.",
+        )
+    },
 ) as dag:
     family = find_family("{{ params.prefix }}")
     FireworksDeleteDeploymentOperator.partial(

@@ -3,18 +3,20 @@
 One deployment serves the snapshot; ``sample_shard`` is mapped over shard indices, so any
 executor (Local, Celery, Kubernetes) runs the shards in parallel, each writing its own JSON Lines
 file and manifest; ``summarize`` reads the manifests; ``release_gpus`` scales the deployment to
-zero as a teardown task.
+zero as a teardown task. Every task has ``retries`` (``FIREWORKS_EXAMPLE_RETRIES``, default 2): a
+retried shard resumes from the groups it already wrote.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, ObjectStoragePath, task
+from airflow.sdk import DAG, ObjectStoragePath, Param, task
 
 import airflow_fireworks
 from airflow_fireworks.operators.deployment import (
@@ -28,6 +30,7 @@ NUM_SHARDS = 4
 BASE_MODEL = "accounts/fireworks/models/qwen3-8b"
 BUNDLED_TOKENIZER = str(Path(airflow_fireworks.__file__).parent / "tokenizer_data")
 BUNDLED_PROMPTS = Path(__file__).parent / "data" / "arithmetic_prompts.jsonl"
+RETRIES = int(os.environ.get("FIREWORKS_EXAMPLE_RETRIES", "2"))
 DEPLOYMENT_ID = "{{ params.deployment_id }}"
 
 
@@ -59,13 +62,32 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    default_args={"retries": RETRIES, "retry_delay": timedelta(seconds=30)},
     tags=["fireworks", "evaluation", "example"],
     params={
-        "deployment_id": "eval-arith-qwen3-8b",
-        "snapshot": "grpo-arith-qwen3-8b-candidate",
-        "prompts_path": BUNDLED_PROMPTS.as_uri(),
-        "tokenizer": os.environ.get("FIREWORKS_TOKENIZER", BUNDLED_TOKENIZER),
-        "output_root": os.environ.get("FIREWORKS_OUTPUT_ROOT", "file:///tmp/airflow-fireworks"),
+        "deployment_id": Param(
+            "eval-arith-qwen3-8b", type="string", description="Stable id of the evaluation deployment."
+        ),
+        "snapshot": Param(
+            "grpo-arith-qwen3-8b-candidate",
+            type="string",
+            description="Snapshot identity to evaluate (loaded in full before sampling).",
+        ),
+        "prompts_path": Param(
+            BUNDLED_PROMPTS.as_uri(),
+            type="string",
+            description="JSONL prompt set, one prompt per line (any object-storage URI).",
+        ),
+        "tokenizer": Param(
+            os.environ.get("FIREWORKS_TOKENIZER", BUNDLED_TOKENIZER),
+            type="string",
+            description="Tokenizer of the base model: a Hugging Face id or a local directory.",
+        ),
+        "output_root": Param(
+            os.environ.get("FIREWORKS_OUTPUT_ROOT", "file:///tmp/airflow-fireworks"),
+            type="string",
+            description="Where each shard's completions and manifest go: <output_root>/<run_id>/eval.",
+        ),
     },
 ) as dag:
     create = FireworksCreateDeploymentOperator(

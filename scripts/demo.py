@@ -2,12 +2,14 @@
 
 Starts the emulator on a free loopback port, points the ``fireworks_default`` connection at it,
 and runs ``airflow dags test fireworks_rl_loop <day>`` for two consecutive logical dates on the
-same deployment (deferrable waits run in Airflow's in-process triggerer): day 1 creates the
-deployment, its teardown scales it to zero, and day 2 finds it at zero and reconciles it back to
-the DAG's replica counts. After each day it prints the day's summary (tasks, what reconciling
-did, each step's snapshot chain, the sampling table, the replicas left running); at the end it
-draws a chart of each day's sampling steps and stops the emulator. Everything lives under
-``.demo/`` in the repository; each run starts from a fresh Airflow home and a fresh emulator.
+same deployment (deferrable waits run in Airflow's in-process triggerer): each day starts a
+trainer job, day 1 creates the deployment linked to it, the teardown deletes the trainer and
+scales the deployment to zero, and day 2 finds it at zero and reconciles it back to the DAG's
+replica counts, relinked to that day's trainer. After each day it prints the day's summary
+(tasks, what reconciling did, each step's snapshot chain and saved snapshot, the sampling table,
+the replicas and trainer jobs left running); at the end it draws a chart of each day's sampling
+steps and stops the emulator. Everything lives under ``.demo/`` in the repository; each run
+starts from a fresh Airflow home and a fresh emulator.
 """
 
 from __future__ import annotations
@@ -138,6 +140,12 @@ def describe_task(task: str, values: dict[tuple[str, str], Any]) -> str:
     result = values.get((task, "return_value"))
     if task == "create_deployment":
         return describe_reconcile(values.get((task, "reconcile")))
+    if task == "create_trainer" and isinstance(result, dict):
+        return f"trainer job {result['job_id']} serving"
+    if task == "promote_final" and isinstance(result, dict):
+        return f"promoted {result.get('checkpoint', '').rsplit('/', 1)[-1]} to {result.get('name')}"
+    if task == "delete_trainer" and isinstance(result, dict):
+        return "trainer job deleted" if result.get("deleted") else "trainer job already gone"
     if task.startswith("hotload_step_") and isinstance(result, dict):
         # ``snapshot_chain`` is pushed before the wait: it knows whether the load was sent.
         chain = values.get((task, "snapshot_chain")) or {}
@@ -148,8 +156,11 @@ def describe_task(task: str, values: dict[tuple[str, str], Any]) -> str:
         return f"chain {result['chain']} ({load} {sent})"
     if task.startswith("sample_step_") and isinstance(result, dict):
         return f"{result['num_completions']} completions"
-    if task.startswith("train_step_placeholder_") and isinstance(result, dict):
-        return f"{result['groups']} groups, mean reward {result['mean_reward']:.2f}"
+    if task.startswith("train_step_") and isinstance(result, dict):
+        return (
+            f"{result['groups']} groups, mean reward {result['mean_reward']:.2f}, "
+            f"saved {result['snapshot_identity']} (+ full)"
+        )
     if task == "release_gpus" and isinstance(result, dict):
         counts = (
             result.get("replica_count"),
@@ -161,14 +172,15 @@ def describe_task(task: str, values: dict[tuple[str, str], Any]) -> str:
 
 
 def draw_chart(days: list[tuple[str, list[tuple[str, dict[str, Any]]]]], chart_path: Path) -> None:
-    """Plot throughput and concurrency window over time: one column per day, one row per step."""
+    """Plot throughput, concurrency window and prefill-queue time against its target over time:
+    one column per day, one row per step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = max(len(manifests) for _, manifests in days)
-    fig, axes = plt.subplots(rows, len(days), figsize=(7 * len(days), 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(days), figsize=(8 * len(days), 2.8 * rows), squeeze=False)
     for column, (day, manifests) in enumerate(days):
         for axis, (step, manifest) in zip(axes[:, column], manifests, strict=False):
             timeline = manifest.get("timeline", [])
@@ -180,6 +192,20 @@ def draw_chart(days: list[tuple[str, list[tuple[str, dict[str, Any]]]]], chart_p
             window_axis.step(times, [point["window"] for point in timeline], where="post", color="tab:orange")
             window_axis.plot(times, [point["in_flight"] for point in timeline], color="tab:green", alpha=0.5)
             window_axis.set_ylabel("window (orange) / in flight (green)")
+            # the prefill-queue time the window is steered on, on a third axis right of the window's
+            queued = [
+                (point["t_s"], point["prefill_queue_s"]) for point in timeline if "prefill_queue_s" in point
+            ]
+            target = (manifest.get("controller") or {}).get("prefill_queue_target")
+            if queued or target is not None:
+                queue_axis = axis.twinx()
+                queue_axis.spines["right"].set_position(("axes", 1.12))
+                if queued:
+                    queue_axis.plot(*zip(*queued, strict=True), color="tab:red", marker=".", markersize=3)
+                if target is not None:
+                    queue_axis.axhline(target, color="tab:red", linestyle="--", linewidth=1)
+                queue_axis.set_ylim(bottom=0, top=max([target or 0.0, *(q for _, q in queued)]) * 1.15 or 1.0)
+                queue_axis.set_ylabel("prefill queue s (red; dashed: target)", color="tab:red")
         axes[-1, column].set_xlabel("seconds since sampling started")
     fig.tight_layout()
     fig.savefig(chart_path, dpi=100)
@@ -225,6 +251,20 @@ def deployment_replicas(emulator: EmulatorProcess) -> str:
     return "{} replicas running (min_replica_count {}, max_replica_count {})".format(*counts)
 
 
+def trainers_holding_gpus(emulator: EmulatorProcess) -> str:
+    """The account's trainer jobs that are not deleted (each would hold GPUs)."""
+    response = emulator.session.get(
+        f"{emulator.url}/v1/accounts/{emulator.account_id}/rlorTrainerJobs",
+        headers={"X-Api-Key": emulator.api_key},
+        timeout=10,
+    )
+    response.raise_for_status()
+    gone = ("JOB_STATE_DELETING", "JOB_STATE_DELETED", "JOB_STATE_ARCHIVED")
+    live = [job["name"].rsplit("/", 1)[-1] for job in response.json().get("rlorTrainerJobs", [])
+            if job.get("state") not in gone]  # fmt: skip
+    return ", ".join(live) if live else "none"
+
+
 def main() -> None:
     home, output_root = DEMO_DIR / "airflow", DEMO_DIR / "output"
     for path in (home, output_root):
@@ -250,6 +290,7 @@ def main() -> None:
             states, values = task_states(db_path, run[0]), xcoms(db_path, run[0])
             print_day(day, run, states, values, manifests, time.monotonic() - began)
             print(f"  Deployment {DEPLOYMENT_ID} after the run: {deployment_replicas(emulator)}")
+            print(f"  Trainer jobs left holding GPUs: {trainers_holding_gpus(emulator)}")
             days.append((day, manifests))
             if run[1] != "success":
                 failed.append(day)

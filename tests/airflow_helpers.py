@@ -75,6 +75,14 @@ def task_states(dag_run: DagRun) -> dict[str, str | None]:
     return states
 
 
+def try_numbers(dag_run: DagRun) -> dict[str, int]:
+    """``{task_id: try_number}`` for every task instance of the run (mapped ones as ``task_id[i]``)."""
+    return {
+        (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): ti.try_number
+        for ti in dag_run.get_task_instances()
+    }
+
+
 def xcom(dag_run: DagRun, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
     """The XCom value a task of the run pushed under ``key`` (None when absent)."""
     from airflow.models.xcom import XComModel

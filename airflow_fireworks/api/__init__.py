@@ -1,51 +1,18 @@
-"""Fireworks client: typed records, errors, the retry policy, sync and async calls (no Airflow)."""
+"""Fireworks client: typed records, errors, the retry policy, sync and async calls (no Airflow).
+
+The records and errors modules name their public API in ``__all__``; it is re-exported here as is.
+"""
 
 from __future__ import annotations
 
+from airflow_fireworks.api import errors, models, trainer_models
 from airflow_fireworks.api.aio import AsyncFireworksClient
 from airflow_fireworks.api.deployments import DeploymentManager, Reconciliation
-from airflow_fireworks.api.drift import DeploymentDrift, DeploymentDriftError, FieldDrift, config_drift
-from airflow_fireworks.api.errors import (
-    DeploymentFailedError,
-    DeploymentNotFoundError,
-    FireworksAPIError,
-    FireworksConnectionError,
-    FireworksError,
-    FireworksTimeoutError,
-    FireworksValidationError,
-    HotloadFailedError,
-    SnapshotChainError,
-)
-from airflow_fireworks.api.models import (
-    Availability,
-    DeploymentConfig,
-    DeploymentInfo,
-    DeploymentState,
-    HotloadProgress,
-    HotloadStatus,
-    ReplicaHotloadStatus,
-    deployment_name,
-    validate_base_model,
-    validate_deployment_id,
-    validate_deployment_shape,
-    validate_trainer_job,
-    validate_update_mask,
-)
+from airflow_fireworks.api.drift import DeploymentDrift, FieldDrift, config_drift
+from airflow_fireworks.api.errors import *  # noqa: F403
+from airflow_fireworks.api.models import *  # noqa: F403
 from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryableHTTPStatus, RetryPolicy
-from airflow_fireworks.api.trainer_models import (
-    CreatedTrainerJob,
-    TrainerCheckpoint,
-    TrainerJobConfig,
-    TrainerJobDeletedError,
-    TrainerJobFailedError,
-    TrainerJobInfo,
-    TrainerJobNotFoundError,
-    TrainerJobState,
-    TrainerServiceEndpoint,
-    TrainingShapeProfile,
-    trainer_job_name,
-    validate_trainer_job_id,
-)
+from airflow_fireworks.api.trainer_models import *  # noqa: F403
 from airflow_fireworks.api.trainer_waits import (
     TrainerJobCheck,
     TrainerTarget,
@@ -56,7 +23,6 @@ from airflow_fireworks.api.trainers import AsyncTrainerJobs, TrainerJobManager
 from airflow_fireworks.api.transport import ClientConfig
 from airflow_fireworks.api.waits import (
     DeploymentCheck,
-    DeploymentScaledToZeroError,
     DeploymentTarget,
     check_deployment,
 )
@@ -65,56 +31,23 @@ __all__ = [
     "RETRYABLE_STATUS",
     "AsyncFireworksClient",
     "AsyncTrainerJobs",
-    "Availability",
     "ClientConfig",
-    "CreatedTrainerJob",
     "DeploymentCheck",
-    "DeploymentConfig",
     "DeploymentDrift",
-    "DeploymentDriftError",
-    "DeploymentFailedError",
-    "DeploymentInfo",
     "DeploymentManager",
-    "DeploymentNotFoundError",
-    "DeploymentScaledToZeroError",
-    "DeploymentState",
     "DeploymentTarget",
     "FieldDrift",
-    "FireworksAPIError",
-    "FireworksConnectionError",
-    "FireworksError",
-    "FireworksTimeoutError",
-    "FireworksValidationError",
-    "HotloadFailedError",
-    "HotloadProgress",
-    "HotloadStatus",
     "Reconciliation",
-    "ReplicaHotloadStatus",
     "RetryPolicy",
     "RetryableHTTPStatus",
-    "SnapshotChainError",
-    "TrainerCheckpoint",
     "TrainerJobCheck",
-    "TrainerJobConfig",
-    "TrainerJobDeletedError",
-    "TrainerJobFailedError",
-    "TrainerJobInfo",
     "TrainerJobManager",
-    "TrainerJobNotFoundError",
-    "TrainerJobState",
-    "TrainerServiceEndpoint",
     "TrainerTarget",
     "TrainerWaitClock",
-    "TrainingShapeProfile",
     "check_deployment",
     "check_trainer_job",
     "config_drift",
-    "deployment_name",
-    "trainer_job_name",
-    "validate_base_model",
-    "validate_deployment_id",
-    "validate_deployment_shape",
-    "validate_trainer_job",
-    "validate_trainer_job_id",
-    "validate_update_mask",
 ]
+__all__ += errors.__all__
+__all__ += models.__all__
+__all__ += trainer_models.__all__

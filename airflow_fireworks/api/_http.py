@@ -1,12 +1,14 @@
-"""What the control-plane clients (``DeploymentManager``, ``AsyncFireworksClient``) share on top of
-the transport: ``BaseClient`` (a ``ClientConfig`` and the retry policy), routes, hotload headers,
-and the errors built from an answer or a transport failure (key scrubbed)."""
+"""What the control-plane clients (``DeploymentManager``, ``AsyncFireworksClient``, and the trainer
+clients on top of them) share on top of the transport: ``BaseClient`` (a ``ClientConfig``, the
+retry policy, and which answers raise), the options of a request, routes, hotload headers, what a
+DELETE's answer means, and the errors built from an answer or a transport failure (key scrubbed)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Self, TypedDict
 
 from airflow_fireworks.api.errors import (
     FireworksAPIError,
@@ -15,7 +17,7 @@ from airflow_fireworks.api.errors import (
     FireworksValidationError,
 )
 from airflow_fireworks.api.models import deployment_name
-from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryPolicy
+from airflow_fireworks.api.retry import RETRYABLE_STATUS, RetryableHTTPStatus, RetryPolicy
 from airflow_fireworks.api.transport import COMPLETIONS_PATH as COMPLETIONS_PATH  # warmup, probe
 from airflow_fireworks.api.transport import (
     DEFAULT_BASE_URL,
@@ -24,6 +26,8 @@ from airflow_fireworks.api.transport import (
     merge_headers,
     redact,
 )
+
+log = logging.getLogger(__name__)
 
 ACCOUNTS_PATH = "/v1/accounts"
 HOTLOAD_PATH = "/hot_load/v1/models/hot_load"
@@ -50,15 +54,14 @@ class BaseClient:
         retry_policy: RetryPolicy | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        timeout = self.default_timeout_s if timeout_s is None else timeout_s
         self.config = ClientConfig.create(
             api_key,
-            base_url,
-            inference_url,
-            hotload_api_url,
-            additional_headers,
-            verify_ssl,
-            timeout_s=timeout,
+            base_url=base_url,
+            inference_url=inference_url,
+            hotload_api_url=hotload_api_url,
+            additional_headers=additional_headers,
+            verify_ssl=verify_ssl,
+            timeout_s=self.default_timeout_s if timeout_s is None else timeout_s,
         )
         if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
             raise FireworksValidationError("retry_policy", "must be a RetryPolicy or None")
@@ -69,6 +72,25 @@ class BaseClient:
             f"{type(self).__name__}(base_url={self.base_url!r}, inference_url={self.inference_url!r}, "
             f"hotload_api_url={self.hotload_api_url!r})"
         )
+
+    def _check(
+        self,
+        status: int,
+        body: bytes,
+        headers: Mapping[str, str],
+        method: str,
+        url: str,
+        options: RequestOptions,
+    ) -> None:
+        """Return for a 2xx/3xx answer or a status the request ``expect``s; else raise the
+        ``FireworksAPIError`` (key scrubbed), wrapped in ``RetryableHTTPStatus`` when retried."""
+        log.debug("Fireworks %s %s -> HTTP %d", method, url, status)
+        if status < 400 or status in options.get("expect", ()):
+            return
+        error = api_error(status, body, headers, method, url, self._api_key)
+        if error.retryable:
+            raise RetryableHTTPStatus(status, error.retry_after_s, error=error)
+        raise error
 
     # The settings by the names the clients read them (``config`` is their one source).
 
@@ -103,6 +125,38 @@ class BaseClient:
     @property
     def _verify_ssl(self) -> bool:
         return self.config.verify_ssl
+
+
+class RequestOptions(TypedDict, total=False):
+    """What a control-plane request carries besides method, URL and headers (sync and async)."""
+
+    params: Mapping[str, str] | None
+    body: Any
+    expect: Sequence[int]
+    """Statuses returned to the caller instead of raised (e.g. 404 for "absent")."""
+
+
+class ClosingContext:
+    """``with client:`` closes the client (its pooled connections) on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def deleted(status: int, what: str) -> bool:
+    """The answer to a DELETE sent with ``expect=(404,)``: True when it deleted ``what``, False
+    when ``what`` was already absent (a delete of something gone is done, not an error)."""
+    if status == 404:
+        log.info("The %s was already absent", what)
+        return False
+    log.info("Deleting the %s", what)
+    return True
 
 
 def hotload_headers(

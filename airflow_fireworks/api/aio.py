@@ -6,10 +6,10 @@ Same headers, errors and retry policy as ``DeploymentManager``; sleeps never blo
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import cached_property
 from types import TracebackType
-from typing import Any
+from typing import Unpack
 
 import aiohttp
 
@@ -22,7 +22,7 @@ from airflow_fireworks.api.models import (
     validate_base_model,
     validate_deployment_id,
 )
-from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus
+from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS
 from airflow_fireworks.api.transport import LoopSession
 
 log = logging.getLogger(__name__)
@@ -60,46 +60,31 @@ class AsyncFireworksClient(_http.BaseClient):
     # --- transport ----------------------------------------------------------------------------
 
     async def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        expect: Sequence[int] = (),
+        self, method: str, url: str, *, headers: Mapping[str, str], **options: Unpack[_http.RequestOptions]
     ) -> tuple[int, bytes]:
         """Send with the retry policy; returns (status, body). Statuses in ``expect`` are returned."""
         try:
             result: tuple[int, bytes] = await self.retry_policy.async_retrying()(
-                self._send, method, url, headers, params, body, tuple(expect)
+                self._send, method, url, headers, options
             )
         except RETRYABLE_EXCEPTIONS as exc:
             raise _http.connection_error(exc, method, url, self._api_key) from exc
         return result
 
     async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        params: Mapping[str, str] | None,
-        body: Any,
-        expect: tuple[int, ...],
+        self, method: str, url: str, headers: Mapping[str, str], options: _http.RequestOptions
     ) -> tuple[int, bytes]:
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         async with self._sessions.get().request(
-            method, url, headers=dict(headers), params=params, json=body, timeout=timeout
+            method,
+            url,
+            headers=dict(headers),
+            params=options.get("params"),
+            json=options.get("body"),
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
         ) as response:
             content = await response.read()
-            status = response.status
-            log.debug("Fireworks %s %s -> HTTP %d", method, url, status)
-            if status < 400 or status in expect:
-                return status, content
-            error = _http.api_error(status, content, response.headers, method, url, self._api_key)
-        if error.retryable:
-            raise RetryableHTTPStatus(status, error.retry_after_s, error=error)
-        raise error
+            self._check(response.status, content, response.headers, method, url, options)
+            return response.status, content
 
     # --- calls --------------------------------------------------------------------------------
 
@@ -179,7 +164,7 @@ class AsyncFireworksClient(_http.BaseClient):
             params={"ignoreChecks": "true", "hard": "true"},
             expect=(404,),
         )
-        return status != 404
+        return _http.deleted(status, f"deployment {deployment_id}")
 
     async def inference_model(self, deployment_id: str) -> str:
         """The ``model`` string for completions: ``accounts/<account>/deployments/<id>``."""

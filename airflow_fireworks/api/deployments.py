@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import Any, Literal, TypeVar, Unpack
 
 import requests
 
 from airflow_fireworks.api import _http
-from airflow_fireworks.api.drift import DeploymentDriftError, FieldDrift, config_drift
+from airflow_fireworks.api._parse import choice
+from airflow_fireworks.api.drift import FieldDrift, config_drift
 from airflow_fireworks.api.errors import (
+    DeploymentDriftError,
     DeploymentNotFoundError,
     FireworksAPIError,
     FireworksConnectionError,
@@ -28,19 +30,19 @@ from airflow_fireworks.api.models import (
     DeploymentConfig,
     DeploymentInfo,
     HotloadStatus,
-    _validate_choice,
     deployment_name,
     validate_base_model,
     validate_deployment_id,
     validate_trainer_job,
     validate_update_mask,
 )
-from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS, RetryableHTTPStatus, RetryPolicy
+from airflow_fireworks.api.retry import RETRYABLE_EXCEPTIONS
 from airflow_fireworks.api.trainer_models import is_attached, trainer_link_patch
 from airflow_fireworks.api.validation import check_bool, check_int, check_seconds
-from airflow_fireworks.api.waits import DeploymentTarget, check_deployment, served
+from airflow_fireworks.api.waits import DeploymentTarget, check_deployment, served, sleep_until_next_look
 
 log = logging.getLogger(__name__)
+_Resource = TypeVar("_Resource")
 
 PROBE_TIMEOUT_S = 10.0
 WARMUP_TIMEOUT_S = 30.0
@@ -63,47 +65,22 @@ def _check_identity(value: Any, field: str) -> str:
     return value
 
 
-class DeploymentManager(_http.BaseClient):
+class DeploymentManager(_http.BaseClient, _http.ClosingContext):
     """Create, wait for, update, scale, delete and hotload Fireworks deployments.
 
     Every call goes through the shared ``RetryPolicy`` (connection errors, 408/425/429/5xx) and
     raises ``FireworksAPIError`` for other non-2xx answers. The API key is sent only in headers.
+    Takes the ``BaseClient`` arguments (default per-request timeout 60 s); ``with`` closes it.
     """
 
-    def __init__(
-        self,
-        api_key: str,
-        base_url: str = _http.DEFAULT_BASE_URL,
-        inference_url: str | None = None,
-        hotload_api_url: str | None = None,
-        additional_headers: Mapping[str, str] | None = None,
-        verify_ssl: bool | None = None,
-        *,
-        retry_policy: RetryPolicy | None = None,
-        timeout_s: float = 60.0,
-    ) -> None:
-        super().__init__(
-            api_key,
-            base_url,
-            inference_url,
-            hotload_api_url,
-            additional_headers,
-            verify_ssl,
-            retry_policy=retry_policy,
-            timeout_s=timeout_s,
-        )
-        self._session = requests.Session()
-        self._session.verify = self._verify_ssl
-        self._account_id: str | None = None
-        self._send_reset_prompt_cache = True
+    _account_id: str | None = None
+    _send_reset_prompt_cache = True
 
-    def __enter__(self) -> DeploymentManager:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    @cached_property
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        session.verify = self._verify_ssl
+        return session
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -117,17 +94,15 @@ class DeploymentManager(_http.BaseClient):
         url: str,
         *,
         headers: Mapping[str, str],
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
         timeout: float | None = None,
-        expect: Sequence[int] = (),
         budget_s: float | None = None,
+        **options: Unpack[_http.RequestOptions],
     ) -> requests.Response:
         """Send with the retry policy; statuses in ``expect`` are returned instead of raised."""
         retrying = self.retry_policy.sync_retrying(budget_s=budget_s)
         try:
             response: requests.Response = retrying(
-                self._send, method, url, headers, params, body, timeout or self.timeout_s, tuple(expect)
+                self._send, method, url, headers, timeout or self.timeout_s, options
             )
         except RETRYABLE_EXCEPTIONS as exc:
             raise _http.connection_error(exc, method, url, self._api_key) from exc
@@ -138,23 +113,38 @@ class DeploymentManager(_http.BaseClient):
         method: str,
         url: str,
         headers: Mapping[str, str],
-        params: Mapping[str, str] | None,
-        body: Any,
         timeout: float,
-        expect: tuple[int, ...],
+        options: _http.RequestOptions,
     ) -> requests.Response:
         response = self._session.request(
-            method, url, headers=dict(headers), params=params, json=body, timeout=timeout
+            method,
+            url,
+            headers=dict(headers),
+            params=options.get("params"),
+            json=options.get("body"),
+            timeout=timeout,
         )
-        log.debug("Fireworks %s %s -> HTTP %d", method, url, response.status_code)
-        if response.status_code < 400 or response.status_code in expect:
-            return response
-        error = _http.api_error(
-            response.status_code, response.content, response.headers, method, url, self._api_key
-        )
-        if error.retryable:
-            raise RetryableHTTPStatus(error.status_code, error.retry_after_s, error=error)
-        raise error
+        self._check(response.status_code, response.content, response.headers, method, url, options)
+        return response
+
+    def _post_create(
+        self,
+        url: str,
+        read_back: Callable[[], _Resource | None],
+        *,
+        timeout: float | None = None,
+        **options: Unpack[_http.RequestOptions],
+    ) -> tuple[requests.Response, _Resource | None]:
+        """POST a create. A 409 means the resource exists: it is read back and returned with the
+        answer (create is create-or-get); a 409 for something that cannot be read back is raised."""
+        options["expect"] = (409,)
+        response = self._request("POST", url, headers=self._control_headers, timeout=timeout, **options)
+        if response.status_code != 409:
+            return response, None
+        existing = read_back()
+        if existing is None:
+            raise _http.api_error(409, response.content, response.headers, "POST", url, self._api_key)
+        return response, existing
 
     def _json(self, response: requests.Response, what: str) -> Any:
         return _http.parse_json(response.content, what, self._api_key)
@@ -268,20 +258,13 @@ class DeploymentManager(_http.BaseClient):
             )
             self.delete(deployment_id)
             self.wait_for_deleted(deployment_id)
-        response = self._request(
-            "POST",
+        response, current = self._post_create(
             self._deployments_url(),
-            headers=self._control_headers,
+            lambda: self.get(deployment_id),
             params=config.to_query_params(),
             body=config.to_request_body(),
-            expect=(409,),
         )
-        if response.status_code == 409:
-            current = self.get(deployment_id)
-            if current is None:
-                raise _http.api_error(
-                    409, response.content, response.headers, "POST", self._deployments_url(), self._api_key
-                )
+        if current is not None:
             log.info("Deployment %s was created concurrently (state %s)", deployment_id, current.state.value)
             return current
         info = self._info(self._json(response, "create deployment"), deployment_id, "create")
@@ -348,13 +331,12 @@ class DeploymentManager(_http.BaseClient):
             if check.message != last_message:
                 log.info("%s", check.message)
                 last_message = check.message
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise FireworksTimeoutError(
-                    f"deployment {deployment_id!r} not {target.value.replace('_', ' ')} after "
-                    f"{timeout_s:g}s; last seen: {check.message}"
-                )
-            time.sleep(min(poll_interval_s, remaining))
+            sleep_until_next_look(
+                deadline,
+                poll_interval_s,
+                f"deployment {deployment_id!r} not {target.value.replace('_', ' ')} after "
+                f"{timeout_s:g}s; last seen: {check.message}",
+            )
 
     def update(
         self, deployment_id: str, body: Mapping[str, Any], update_mask: str | Sequence[str] | None
@@ -398,11 +380,7 @@ class DeploymentManager(_http.BaseClient):
             params={"ignoreChecks": "true", "hard": "true"},
             expect=(404,),
         )
-        if response.status_code == 404:
-            log.info("Deployment %s was already absent", deployment_id)
-            return False
-        log.info("Deleted deployment %s", deployment_id)
-        return True
+        return _http.deleted(response.status_code, f"deployment {deployment_id}")
 
     def wait_for_deleted(self, deployment_id: str, timeout_s: float = 60, poll_interval_s: float = 2) -> None:
         """Poll until the deployment is gone (404) or DELETED; ``FireworksTimeoutError`` past the deadline."""
@@ -410,27 +388,27 @@ class DeploymentManager(_http.BaseClient):
 
     def list_deployments(self, filter: str | None = None, page_size: int = 50) -> Iterator[DeploymentInfo]:
         """Every deployment of the account (optionally AIP-160 filtered), page by page."""
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 200:
-            raise FireworksValidationError(
-                "page_size", f"must be an integer from 1 to 200, got {page_size!r}"
-            )
+        for item in self._pages(self._deployments_url, "deployments", filter, page_size):
+            yield self._info(item, "", "list")
+
+    def _pages(self, url: Callable[[], str], field: str, filter: str | None, page_size: int) -> Iterator[Any]:
+        """The items of a paginated control-plane list (``field`` of each page), page by page;
+        ``url()`` is asked for only once the arguments are checked (it may look up the account)."""
+        check_int(page_size, "page_size", 1, 200)
         if filter is not None and not isinstance(filter, str):
             raise FireworksValidationError("filter", "must be an AIP-160 filter string or None")
         params = {"pageSize": str(page_size)}
         if filter:
             params["filter"] = filter
         while True:
-            response = self._request(
-                "GET", self._deployments_url(), headers=self._control_headers, params=params
-            )
-            data = self._json(response, "list deployments")
+            response = self._request("GET", url(), headers=self._control_headers, params=params)
+            data = self._json(response, f"list {field}")
             if not isinstance(data, Mapping):
-                raise FireworksError("list deployments did not return a JSON object")
-            items = data.get("deployments") or []
+                raise FireworksError(f"list {field} did not return a JSON object")
+            items = data.get(field) or []
             if not isinstance(items, list):
-                raise FireworksError("list deployments: field 'deployments' should be a list")
-            for item in items:
-                yield self._info(item, "", "list")
+                raise FireworksError(f"list {field}: field {field!r} should be a list")
+            yield from items
             token = data.get("nextPageToken")
             if not token:
                 return
@@ -636,13 +614,12 @@ class DeploymentManager(_http.BaseClient):
                 if progress.outcome == "failed":
                     raise HotloadFailedError(expected_identity, "error", progress.message)
                 last = progress.message
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise FireworksTimeoutError(
-                    f"hotload of {expected_identity!r} on {deployment_id!r} not ready after "
-                    f"{timeout_seconds:g}s; last: {last}"
-                )
-            time.sleep(min(poll_interval, remaining))
+            sleep_until_next_look(
+                deadline,
+                poll_interval,
+                f"hotload of {expected_identity!r} on {deployment_id!r} not ready after "
+                f"{timeout_seconds:g}s; last: {last}",
+            )
 
     def hotload_and_wait(
         self,
@@ -687,7 +664,7 @@ class DeploymentManager(_http.BaseClient):
         base_model = validate_base_model(base_model)
         trainer_job_name = validate_trainer_job(trainer_job_name, "trainer_job_name")
         if hot_load_transition_type is not None:
-            hot_load_transition_type = _validate_choice(
+            hot_load_transition_type = choice(
                 hot_load_transition_type, "hot_load_transition_type", HOT_LOAD_TRANSITION_TYPES
             )
         timeout_s = check_seconds(timeout_s, "timeout_s")

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_fireworks.api.errors import FireworksError, FireworksValidationError
+from airflow_fireworks.api._parse import proto_duration
+from airflow_fireworks.api.errors import FireworksValidationError
 from airflow_fireworks.api.models import DeploymentConfig, DeploymentInfo, camel_to_snake
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(s|m|h)")
@@ -75,29 +76,12 @@ class DeploymentDrift:
         return ",".join(change.mask_path for change in self.mutable)
 
 
-class DeploymentDriftError(FireworksError):
-    """The deployment exists with values that cannot be changed in place."""
-
-    def __init__(self, drift: DeploymentDrift) -> None:
-        self.drift = drift
-        fields = "; ".join(f"{c.field} is {c.current!r}, requested {c.requested!r}" for c in drift.immutable)
-        super().__init__(
-            f"deployment {drift.deployment_id!r} exists with settings that cannot be changed in place: "
-            f"{fields}. Either pass force_recreate=True (deletes and recreates the deployment; its "
-            "replicas and loaded snapshot are lost) or use a new deployment id. Nothing was changed."
-        )
-
-
 def parse_duration_s(value: Any) -> float | None:
     """A protobuf JSON duration (``"3600s"``, also ``"10m"``/``"1h"``) in seconds; None if unreadable."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     match = _DURATION_RE.fullmatch(value.strip()) if isinstance(value, str) else None
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else None
-
-
-def _duration_text(seconds: float) -> str:
-    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
 
 
 def _same_shape(current: Any, requested: Any) -> bool:
@@ -176,7 +160,7 @@ def patch_request(deployment_id: str, fields: Mapping[str, Any]) -> DeploymentDr
             raise FireworksValidationError(
                 field, f"cannot be updated in place; mutable fields are {', '.join(sorted(_WIRE_PATHS))}"
             )
-        wire_value = _duration_text(value) if path[0] == "autoscalingPolicy" else value
+        wire_value = proto_duration(value) if path[0] == "autoscalingPolicy" else value
         changes.append(FieldDrift(field, path, None, value, True, wire_value))
     return DeploymentDrift(deployment_id, tuple(changes))
 
@@ -207,7 +191,7 @@ def config_drift(config: DeploymentConfig, info: DeploymentInfo) -> DeploymentDr
         if current != requested:
             changes.append(
                 FieldDrift(
-                    field, ("autoscalingPolicy", key), current, requested, True, _duration_text(requested)
+                    field, ("autoscalingPolicy", key), current, requested, True, proto_duration(requested)
                 )
             )
     reported_annotations = _lookup(raw, ("annotations",))

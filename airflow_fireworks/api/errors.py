@@ -1,10 +1,35 @@
-"""Exceptions raised by the Fireworks client.
+"""Every exception the Fireworks client raises, one family rooted at ``FireworksError``.
+
+Sampling failures extend it in ``airflow_fireworks.sampling.errors``; which of these no retry can
+fix is decided for Airflow in ``airflow_fireworks.operators._common.is_final``.
 
 Every message is safe to log: none of them ever contains the API key (it travels only in
 headers, and server messages are scrubbed of it before they are stored).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_fireworks.api.drift import DeploymentDrift
+
+__all__ = [
+    "DeploymentDriftError",
+    "DeploymentFailedError",
+    "DeploymentNotFoundError",
+    "DeploymentScaledToZeroError",
+    "FireworksAPIError",
+    "FireworksConnectionError",
+    "FireworksError",
+    "FireworksTimeoutError",
+    "FireworksValidationError",
+    "HotloadFailedError",
+    "SnapshotChainError",
+    "TrainerJobDeletedError",
+    "TrainerJobFailedError",
+    "TrainerJobNotFoundError",
+]
 
 _STATUS_HINTS: dict[int, str] = {
     400: "the request was rejected as invalid; check region, deployment shape, base model, "
@@ -133,3 +158,60 @@ class SnapshotChainError(FireworksError):
             "fallback_snapshot_identity, or drop previous_snapshot_identity with a full snapshot) and "
             "have the trainer save a full snapshot next"
         )
+
+
+class DeploymentScaledToZeroError(FireworksError):
+    """The deployment's ``maxReplicaCount`` is 0: nothing will serve until its replica counts change."""
+
+    def __init__(self, deployment_id: str, message: str) -> None:
+        self.deployment_id = deployment_id
+        super().__init__(message)
+
+
+class DeploymentDriftError(FireworksError):
+    """The deployment exists with values that cannot be changed in place."""
+
+    def __init__(self, drift: DeploymentDrift) -> None:
+        self.drift = drift
+        fields = "; ".join(f"{c.field} is {c.current!r}, requested {c.requested!r}" for c in drift.immutable)
+        super().__init__(
+            f"deployment {drift.deployment_id!r} exists with settings that cannot be changed in place: "
+            f"{fields}. Either pass force_recreate=True (deletes and recreates the deployment; its "
+            "replicas and loaded snapshot are lost) or use a new deployment id. Nothing was changed."
+        )
+
+
+class TrainerJobNotFoundError(FireworksError):
+    """The trainer job does not exist (never created, or removed past its retention window)."""
+
+    def __init__(self, job_id: str, message: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message or f"trainer job {job_id!r} not found")
+
+
+class TrainerJobFailedError(FireworksError):
+    """The trainer job reached a state from which it will not become ready by waiting (FAILED, a
+    stopped state, a tombstone), with the server's status when it gave one."""
+
+    def __init__(
+        self,
+        job_id: str,
+        state: str,
+        status_message: str | None = None,
+        status_code: str | None = None,
+        hint: str = "",
+    ) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.status_message = status_message
+        self.status_code = status_code
+        text = f"trainer job {job_id!r} is {state.removeprefix('JOB_STATE_')}"
+        if status_message:
+            text += f": {status_message}"
+        if status_code and status_code != "OK":
+            text += f" ({status_code})"
+        super().__init__(text + (f"; {hint}" if hint else ""))
+
+
+class TrainerJobDeletedError(TrainerJobFailedError):
+    """The job is a DELETED/ARCHIVED tombstone: its id cannot be created, resumed or waited for again."""

@@ -10,8 +10,31 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from airflow_fireworks.api._parse import (
+    choice,
+    config_from_dict,
+    matching,
+    proto_duration,
+    typed_field,
+)
 from airflow_fireworks.api.errors import FireworksError, FireworksValidationError
 from airflow_fireworks.api.validation import check_bool, check_int, check_seconds, check_str_map
+
+__all__ = [
+    "Availability",
+    "DeploymentConfig",
+    "DeploymentInfo",
+    "DeploymentState",
+    "HotloadProgress",
+    "HotloadStatus",
+    "ReplicaHotloadStatus",
+    "deployment_name",
+    "validate_base_model",
+    "validate_deployment_id",
+    "validate_deployment_shape",
+    "validate_trainer_job",
+    "validate_update_mask",
+]
 
 ACCELERATOR_TYPES: frozenset[str] = frozenset(
     {
@@ -120,73 +143,37 @@ def deployment_name(account_id: str, deployment_id: str) -> str:
     return f"accounts/{account_id}/deployments/{deployment_id}"
 
 
-def _require_str(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise FireworksValidationError(field, f"must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
 def validate_deployment_id(value: Any, field: str = "deployment_id") -> str:
     """Check a deployment id: 1-63 lowercase letters, digits or hyphens, starting with a letter and
-    not ending with a hyphen. Returns it unchanged."""
-    text = _require_str(value, field)
-    if not _ID_RE.fullmatch(text):
-        raise FireworksValidationError(
-            field,
-            f"{text!r} is not a valid deployment id; use 1-63 lowercase letters, digits and hyphens, "
-            "starting with a letter and not ending with a hyphen (e.g. 'grpo-qwen3-8b')",
-        )
-    return text
+    not ending with a hyphen. Returns it stripped."""
+    return matching(
+        value,
+        field,
+        _ID_RE,
+        "is not a valid deployment id; use 1-63 lowercase letters, digits and hyphens, "
+        "starting with a letter and not ending with a hyphen (e.g. 'grpo-qwen3-8b')",
+    )
 
 
 def validate_base_model(value: Any, field: str = "base_model") -> str:
     """Check a model resource name ``accounts/<account>/models/<model>``."""
-    text = _require_str(value, field)
-    if not _BASE_MODEL_RE.fullmatch(text):
-        raise FireworksValidationError(
-            field,
-            f"{text!r} must look like 'accounts/<account>/models/<model>' "
-            "(e.g. 'accounts/fireworks/models/qwen3-8b')",
-        )
-    return text
+    advice = "must look like 'accounts/<account>/models/<model>' (e.g. 'accounts/fireworks/models/qwen3-8b')"
+    return matching(value, field, _BASE_MODEL_RE, advice)
 
 
 def validate_deployment_shape(value: Any, field: str = "deployment_shape") -> str:
     """Check ``accounts/<account>/deploymentShapes/<shape>[/versions/<version>]``."""
-    text = _require_str(value, field)
-    if not _SHAPE_RE.fullmatch(text):
-        raise FireworksValidationError(
-            field,
-            f"{text!r} must look like 'accounts/<account>/deploymentShapes/<shape>' "
-            "optionally followed by '/versions/<version>'",
-        )
-    return text
+    advice = (
+        "must look like 'accounts/<account>/deploymentShapes/<shape>' "
+        "optionally followed by '/versions/<version>'"
+    )
+    return matching(value, field, _SHAPE_RE, advice)
 
 
 def validate_trainer_job(value: Any, field: str = "hot_load_trainer_job") -> str:
     """Check a trainer job resource name ``accounts/<account>/rlorTrainerJobs/<job>``."""
-    text = _require_str(value, field)
-    if not _TRAINER_JOB_RE.fullmatch(text):
-        raise FireworksValidationError(
-            field,
-            f"{text!r} must look like 'accounts/<account>/rlorTrainerJobs/<job>'",
-        )
-    return text
-
-
-def _validate_choice(value: Any, field: str, choices: frozenset[str]) -> str:
-    text = _require_str(value, field).upper()
-    if text not in choices:
-        raise FireworksValidationError(
-            field,
-            f"{value!r} is not one of {', '.join(sorted(choices))}",
-        )
-    return text
-
-
-def _duration(seconds: float) -> str:
-    """Protobuf JSON duration: ``300s`` / ``1.5s``."""
-    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:g}s"
+    advice = "must look like 'accounts/<account>/rlorTrainerJobs/<job>'"
+    return matching(value, field, _TRAINER_JOB_RE, advice)
 
 
 def camel_to_snake(name: str) -> str:
@@ -232,8 +219,6 @@ def validate_update_mask(body: Mapping[str, Any], update_mask: str | Sequence[st
 
 # --- DeploymentConfig -------------------------------------------------------------------------
 
-_INT_FIELDS = {"min_replica_count", "max_replica_count", "accelerator_count"}
-_FLOAT_FIELDS = {"scale_up_window_s", "scale_down_window_s", "scale_to_zero_window_s"}
 _OPTIONAL_BOOL_FIELDS = {"long_prompt", "enable_addons"}
 _BOOL_FIELDS = {
     "disable_speculative_decoding",
@@ -285,7 +270,7 @@ class DeploymentConfig:
         if self.deployment_shape is not None:
             self.deployment_shape = validate_deployment_shape(self.deployment_shape)
         if self.region is not None:
-            self.region = _validate_choice(self.region, "region", REGIONS)
+            self.region = choice(self.region, "region", REGIONS)
         self.min_replica_count = check_int(self.min_replica_count, "min_replica_count", 0)
         self.max_replica_count = check_int(self.max_replica_count, "max_replica_count", 0)
         if self.min_replica_count > self.max_replica_count:
@@ -294,14 +279,14 @@ class DeploymentConfig:
                 f"must be >= min_replica_count ({self.min_replica_count}), got {self.max_replica_count}",
             )
         if self.hot_load_bucket_type is not None:
-            self.hot_load_bucket_type = _validate_choice(
+            self.hot_load_bucket_type = choice(
                 self.hot_load_bucket_type, "hot_load_bucket_type", HOT_LOAD_BUCKET_TYPES
             )
         if self.hot_load_trainer_job is not None:
             self.hot_load_trainer_job = validate_trainer_job(self.hot_load_trainer_job)
         self._validate_bucket()
         if self.hot_load_transition_type is not None:
-            self.hot_load_transition_type = _validate_choice(
+            self.hot_load_transition_type = choice(
                 self.hot_load_transition_type, "hot_load_transition_type", HOT_LOAD_TRANSITION_TYPES
             )
         for name in _BOOL_FIELDS:
@@ -349,9 +334,7 @@ class DeploymentConfig:
                     "must not be set together with deployment_shape (the shape owns the hardware); "
                     "drop one of them",
                 )
-            self.accelerator_type = _validate_choice(
-                self.accelerator_type, "accelerator_type", ACCELERATOR_TYPES
-            )
+            self.accelerator_type = choice(self.accelerator_type, "accelerator_type", ACCELERATOR_TYPES)
         if self.accelerator_count is not None:
             if self.deployment_shape is not None:
                 raise FireworksValidationError(
@@ -406,18 +389,7 @@ class DeploymentConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeploymentConfig:
         """Build from a (templated) mapping; numeric and boolean strings are converted."""
-        if not isinstance(data, Mapping):
-            raise FireworksValidationError("config", f"must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise FireworksValidationError(
-                    str(key), f"unknown deployment config key; valid keys: {', '.join(sorted(known))}"
-                )
-        for required in ("deployment_id", "base_model"):
-            if data.get(required) is None:
-                raise FireworksValidationError(required, "is required")
-        return cls(**{key: _coerce(key, value) for key, value in data.items()})
+        return config_from_dict(cls, data, "deployment config")
 
     def to_request_body(self) -> dict[str, Any]:
         """The create body, camelCase, keys in the order the service documents."""
@@ -459,7 +431,7 @@ class DeploymentConfig:
         ):
             value = getattr(self, attr)
             if value is not None:
-                autoscaling[key] = _duration(value)
+                autoscaling[key] = proto_duration(value)
         if autoscaling:
             body["autoscalingPolicy"] = autoscaling
         if self.long_prompt is not None:
@@ -483,52 +455,17 @@ class DeploymentConfig:
         return params
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Turn rendered template strings into the types the config expects."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if key in _BOOL_FIELDS:
-        lowered = text.lower()
-        if lowered in {"true", "false"}:
-            return lowered == "true"
-        if lowered in {"", "none", "null"} and key in _OPTIONAL_BOOL_FIELDS:
-            return None
-        return value
-    if key in _INT_FIELDS and re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
-    if key in _FLOAT_FIELDS:
-        try:
-            return float(text)
-        except ValueError:
-            return value
-    return value
-
-
 # --- DeploymentInfo ---------------------------------------------------------------------------
-
-
-def _pick(body: Mapping[str, Any], snake: str, camel: str) -> Any:
-    return body[camel] if camel in body else body.get(snake)
 
 
 def _opt_str(body: Mapping[str, Any], snake: str, camel: str) -> str | None:
     """Optional string field, camelCase or snake_case; empty -> None."""
-    value = _pick(body, snake, camel)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise FireworksError(f"deployment response field {camel!r} should be a string, got {value!r}")
-    return value or None
+    return typed_field(body, snake, camel, str, "deployment response") or None
 
 
 def _opt_int(body: Mapping[str, Any], snake: str, camel: str) -> int | None:
     """Optional integer field, camelCase or snake_case."""
-    value = _pick(body, snake, camel)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FireworksError(f"deployment response field {camel!r} should be an integer, got {value!r}")
+    value: int | None = typed_field(body, snake, camel, int, "deployment response")
     return value
 
 

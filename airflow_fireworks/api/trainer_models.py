@@ -18,6 +18,13 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, Literal
 
+from airflow_fireworks.api._parse import (
+    choice,
+    config_from_dict,
+    matching,
+    proto_duration,
+    text_or_none,
+)
 from airflow_fireworks.api.errors import FireworksError, FireworksValidationError
 from airflow_fireworks.api.models import (
     ACCELERATOR_TYPES,
@@ -28,6 +35,18 @@ from airflow_fireworks.api.models import (
     validate_deployment_id,
 )
 from airflow_fireworks.api.validation import check_str_map
+
+__all__ = [
+    "CreatedTrainerJob",
+    "TrainerCheckpoint",
+    "TrainerJobConfig",
+    "TrainerJobInfo",
+    "TrainerJobState",
+    "TrainerServiceEndpoint",
+    "TrainingShapeProfile",
+    "trainer_job_name",
+    "validate_trainer_job_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -120,58 +139,17 @@ class TrainerJobState(StrEnum):
         )
 
 
-class TrainerJobNotFoundError(FireworksError):
-    """The trainer job does not exist (never created, or removed past its retention window)."""
-
-    def __init__(self, job_id: str, message: str | None = None) -> None:
-        self.job_id = job_id
-        super().__init__(message or f"trainer job {job_id!r} not found")
-
-
-class TrainerJobFailedError(FireworksError):
-    """The trainer job reached a state from which it will not become ready by waiting (FAILED, a
-    stopped state, a tombstone), with the server's status when it gave one."""
-
-    def __init__(
-        self,
-        job_id: str,
-        state: str,
-        status_message: str | None = None,
-        status_code: str | None = None,
-        hint: str = "",
-    ) -> None:
-        self.job_id = job_id
-        self.state = state
-        self.status_message = status_message
-        self.status_code = status_code
-        text = f"trainer job {job_id!r} is {state.removeprefix('JOB_STATE_')}"
-        if status_message:
-            text += f": {status_message}"
-        if status_code and status_code != "OK":
-            text += f" ({status_code})"
-        super().__init__(text + (f"; {hint}" if hint else ""))
-
-
-class TrainerJobDeletedError(TrainerJobFailedError):
-    """The job is a DELETED/ARCHIVED tombstone: its id cannot be created, resumed or waited for again."""
-
-
 # --- validation helpers -----------------------------------------------------------------------
 
 
 def validate_trainer_job_id(value: Any, field: str = "job_id") -> str:
     """Check a trainer job id: 1-63 lowercase letters, digits or hyphens, starting and ending with
     a letter or digit (it travels unescaped in paths). Returns it stripped."""
-    if not isinstance(value, str) or not value.strip():
-        raise FireworksValidationError(field, f"must be a non-empty trainer job id, got {value!r}")
-    text = value.strip()
-    if not _JOB_ID_RE.fullmatch(text):
-        raise FireworksValidationError(
-            field,
-            f"{text!r} is not a valid trainer job id; use 1-63 lowercase letters, digits and hyphens, "
-            "starting and ending with a letter or digit (e.g. 'grpo-qwen3-trainer')",
-        )
-    return text
+    advice = (
+        "is not a valid trainer job id; use 1-63 lowercase letters, digits and hyphens, "
+        "starting and ending with a letter or digit (e.g. 'grpo-qwen3-trainer')"
+    )
+    return matching(value, field, _JOB_ID_RE, advice, what="trainer job id")
 
 
 def validate_training_shape(value: Any, field: str = "training_shape_ref") -> str:
@@ -229,9 +207,7 @@ def duration_text(value: Any, field: str) -> str:
         raise FireworksValidationError(
             field, f"must be between 0 and {MAX_INACTIVITY_TIMEOUT_S:g} seconds (3 hours), got {value!r}"
         )
-    if float(seconds).is_integer():
-        return f"{int(seconds)}s"
-    return f"{seconds:.9f}".rstrip("0") + "s"
+    return proto_duration(seconds)
 
 
 # --- TrainerJobConfig -------------------------------------------------------------------------
@@ -376,27 +352,14 @@ class TrainerJobConfig:
             raise FireworksValidationError("display_name", "must be shorter than 64 characters")
 
     def _check_region(self) -> None:
-        if self.region in (None, ""):
-            self.region = None
-            return
-        text = str(self.region).strip().upper()
-        if text not in REGIONS:
-            raise FireworksValidationError(
-                "region", f"{self.region!r} is not a Fireworks region (e.g. US_OHIO_1)"
-            )
-        self.region = text
+        self.region = self.region or None
+        if self.region is not None:
+            self.region = choice(self.region, "region", REGIONS, "is not a Fireworks region (e.g. US_OHIO_1)")
 
     def _check_accelerator(self) -> None:
-        if self.accelerator_type in (None, ""):
-            self.accelerator_type = None
-            return
-        text = str(self.accelerator_type).strip().upper()
-        if text not in ACCELERATOR_TYPES:
-            raise FireworksValidationError(
-                "accelerator_type",
-                f"{self.accelerator_type!r} is not one of {', '.join(sorted(ACCELERATOR_TYPES))}",
-            )
-        self.accelerator_type = text
+        self.accelerator_type = self.accelerator_type or None
+        if self.accelerator_type is not None:
+            self.accelerator_type = choice(self.accelerator_type, "accelerator_type", ACCELERATOR_TYPES)
 
     def _check_extra_args(self) -> None:
         if self.extra_args is None:
@@ -521,17 +484,7 @@ class TrainerJobConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainerJobConfig:
         """Build from a (templated) mapping; numeric and boolean strings are converted."""
-        if not isinstance(data, Mapping):
-            raise FireworksValidationError("config", f"must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise FireworksValidationError(
-                    str(key), f"unknown trainer job config key; valid keys: {', '.join(sorted(known))}"
-                )
-        if data.get("base_model") is None:
-            raise FireworksValidationError("base_model", "is required")
-        return cls(**{key: _coerce(key, value) for key, value in data.items()})
+        return config_from_dict(cls, data, "trainer job config")
 
 
 def _check_count(value: Any, field: str, low: int) -> None:
@@ -549,44 +502,20 @@ def _check_opt_str(value: Any, field: str) -> None:
         raise FireworksValidationError(field, f"must be a string, got {value!r}")
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Rendered template strings to the types the config expects."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if key in _BOOL_FIELDS and text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if (key in _OPT_INT_FIELDS or key == "lora_rank") and re.fullmatch(r"[+-]?\d+", text):
-        return int(text)
-    if key in _OPT_INT_FIELDS and text.lower() in ("", "none", "null"):
-        return None
-    if key == "learning_rate":
-        try:
-            return float(text)
-        except ValueError:
-            return value
-    return value
-
-
 # --- records ----------------------------------------------------------------------------------
 
 
 def _status_detail(body: Mapping[str, Any]) -> str | None:
     """The SDK's human detail: ``statusMessage``, ``message``, then the ``status`` object's
     ``message``/``statusMessage``/``detail``/``details``, or ``status`` itself when a string."""
-    for key in ("statusMessage", "message"):
-        value = body.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
     status = body.get("status")
     if isinstance(status, str):
-        return status.strip() or None
-    if isinstance(status, Mapping):
-        for key in ("message", "statusMessage", "detail", "details"):
-            value = status.get(key)
-            if isinstance(value, str) and value.strip():
-                return value.strip()
-    return None
+        places = [body.get("statusMessage"), body.get("message"), status]
+    else:
+        nested = _object(status)
+        places = [body.get(key) for key in ("statusMessage", "message")]
+        places += [nested.get(key) for key in ("message", "statusMessage", "detail", "details")]
+    return next((text for text in map(text_or_none, places) if text), None)
 
 
 def _status_code(body: Mapping[str, Any]) -> str | None:

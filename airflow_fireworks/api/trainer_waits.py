@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from airflow_fireworks.api.errors import FireworksError, FireworksTimeoutError
-from airflow_fireworks.api.trainer_models import (
+from airflow_fireworks.api.errors import (
+    FireworksError,
+    FireworksTimeoutError,
     TrainerJobDeletedError,
     TrainerJobFailedError,
-    TrainerJobInfo,
     TrainerJobNotFoundError,
-    TrainerJobState,
 )
+from airflow_fireworks.api.trainer_models import TrainerJobInfo, TrainerJobState
 from airflow_fireworks.api.validation import check_seconds
 
 DEFAULT_POLL_INTERVAL_S = 5.0

@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -29,6 +28,9 @@ from airflow_fireworks.api.errors import (
     FireworksError,
     FireworksTimeoutError,
     FireworksValidationError,
+    TrainerJobDeletedError,
+    TrainerJobFailedError,
+    TrainerJobNotFoundError,
 )
 from airflow_fireworks.api.models import validate_base_model, validate_deployment_id
 from airflow_fireworks.api.retry import RetryPolicy
@@ -36,10 +38,7 @@ from airflow_fireworks.api.trainer_models import (
     CreatedTrainerJob,
     TrainerCheckpoint,
     TrainerJobConfig,
-    TrainerJobDeletedError,
-    TrainerJobFailedError,
     TrainerJobInfo,
-    TrainerJobNotFoundError,
     TrainerJobState,
     TrainerServiceEndpoint,
     TrainingShapeProfile,
@@ -61,6 +60,7 @@ from airflow_fireworks.api.trainer_waits import (
 )
 from airflow_fireworks.api.transport import normalise_url
 from airflow_fireworks.api.validation import check_bool, check_int, check_seconds
+from airflow_fireworks.api.waits import sleep_until_next_look
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def needs_delete(info: TrainerJobInfo | None) -> bool:
     return info is not None and not info.state.is_tombstone() and info.state is not TrainerJobState.DELETING
 
 
-class TrainerJobManager:
+class TrainerJobManager(_http.ClosingContext):
     """Create, wait for, resume, reconnect, delete and promote RLOR trainer jobs.
 
     Same constructor as the SDK's (``account_id=`` is not accepted: the account comes from the key).
@@ -123,14 +123,6 @@ class TrainerJobManager:
         return (
             f"TrainerJobManager(base_url={self.base_url!r}, trainer_gateway_url={self.trainer_gateway_url!r})"
         )
-
-    def __enter__(self) -> TrainerJobManager:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -175,6 +167,9 @@ class TrainerJobManager:
     def _jobs_path(self) -> str:
         return f"/v1/accounts/{self.account_id}/rlorTrainerJobs"
 
+    def _jobs_url(self) -> str:
+        return f"{self.base_url}{self._jobs_path()}"
+
     def job_name(self, job_id: str) -> str:
         """``accounts/<account>/rlorTrainerJobs/<job_id>``: what ``hot_load_trainer_job`` names."""
         return trainer_job_name(self.account_id, validate_trainer_job_id(job_id))
@@ -202,20 +197,14 @@ class TrainerJobManager:
                 "disable_inactivity_cleanup", "is only allowed for the 'fireworks' account"
             )
         job_id = config.ensure_job_id()
-        response = self._call(
-            "POST",
-            self._jobs_path(),
+        response, existing = self._client._post_create(
+            self._jobs_url(),
+            lambda: self.try_get(job_id),
             params=dict(config.to_query_params()),
             body=config.to_request_body(),
             timeout=CREATE_TIMEOUT_S,
-            expect=(409,),
         )
-        if response.status_code == 409:
-            existing = self.try_get(job_id)
-            if existing is None:
-                raise _http.api_error(
-                    409, response.content, response.headers, "POST", self._jobs_path(), self._client._api_key
-                )
+        if existing is not None:
             if existing.state.is_tombstone():
                 raise TrainerJobDeletedError(
                     job_id,
@@ -250,23 +239,8 @@ class TrainerJobManager:
 
     def list_jobs(self, filter: str | None = None, page_size: int = 50) -> Iterator[TrainerJobInfo]:
         """Every trainer job of the account (optionally AIP-160 filtered), page by page."""
-        check_int(page_size, "page_size", 1, 200)
-        if filter is not None and not isinstance(filter, str):
-            raise FireworksValidationError("filter", "must be an AIP-160 filter string or None")
-        params = {"pageSize": str(page_size)}
-        if filter:
-            params["filter"] = filter
-        while True:
-            data = self._json(self._call("GET", self._jobs_path(), params=params), "list trainer jobs")
-            items = data.get("rlorTrainerJobs") if isinstance(data, Mapping) else None
-            if not isinstance(items or [], list):
-                raise FireworksError("list trainer jobs: field 'rlorTrainerJobs' should be a list")
-            for item in items or []:
-                yield TrainerJobInfo.from_response(item)
-            token = data.get("nextPageToken") if isinstance(data, Mapping) else None
-            if not token:
-                return
-            params["pageToken"] = str(token)
+        for item in self._client._pages(self._jobs_url, "rlorTrainerJobs", filter, page_size):
+            yield TrainerJobInfo.from_response(item)
 
     # --- health and waits ---------------------------------------------------------------------
 
@@ -467,11 +441,7 @@ class TrainerJobManager:
             log.info("Trainer job %s: nothing to delete (%s)", job_id, info.describe() if info else "absent")
             return False
         response = self._call("DELETE", f"{self._jobs_path()}/{job_id}", expect=(404,))
-        if response.status_code == 404:
-            log.info("Trainer job %s was already absent", job_id)
-            return False
-        log.info("Deleting trainer job %s", job_id)
-        return True
+        return _http.deleted(response.status_code, f"trainer job {job_id}")
 
     def wait_for_deleted(self, job_id: str, timeout_s: float = 60.0, poll_interval_s: float = 2.0) -> None:
         """Poll until the job is gone (404) or a tombstone; ``FireworksTimeoutError`` past the deadline."""
@@ -483,10 +453,9 @@ class TrainerJobManager:
             if check.outcome == "success":
                 log.info("%s", check.message)
                 return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise FireworksTimeoutError(f"{check.message}; not deleted after {timeout_s:g}s")
-            time.sleep(min(poll_interval_s, remaining))
+            sleep_until_next_look(
+                deadline, poll_interval_s, f"{check.message}; not deleted after {timeout_s:g}s"
+            )
 
     # --- checkpoints and promotion ------------------------------------------------------------
 
@@ -711,4 +680,4 @@ class AsyncTrainerJobs:
         status, _ = await self._client._request(
             "DELETE", await self._job_url(job_id), headers=self._client._control_headers, expect=(404,)
         )
-        return status != 404
+        return _http.deleted(status, f"trainer job {job_id_from(job_id)}")

@@ -148,15 +148,16 @@ class ClientConfig:
     def create(
         cls,
         api_key: str,
+        *,
+        timeout_s: float,
         base_url: str = DEFAULT_BASE_URL,
         inference_url: str | None = None,
         hotload_api_url: str | None = None,
         additional_headers: Mapping[str, str] | None = None,
         verify_ssl: bool | None = None,
-        *,
-        timeout_s: float,
     ) -> ClientConfig:
-        """Check and normalise the settings; the gateway URLs default to ``base_url``."""
+        """Check and normalise the settings (keywords, as the clients' constructors name them); the
+        gateway URLs default to ``base_url``."""
         api_key = validate_api_key(api_key)
         base = normalise_url(base_url, "base_url")
         control = base_headers(api_key, additional_headers)

@@ -10,11 +10,18 @@ one back).
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from airflow_fireworks.api.errors import DeploymentFailedError, DeploymentNotFoundError, FireworksError
+from airflow_fireworks.api.errors import (
+    DeploymentFailedError,
+    DeploymentNotFoundError,
+    DeploymentScaledToZeroError,
+    FireworksError,
+    FireworksTimeoutError,
+)
 from airflow_fireworks.api.models import Availability, DeploymentInfo, DeploymentState
 
 
@@ -30,14 +37,6 @@ class DeploymentTarget(StrEnum):
     """The deployment is gone (404) or reports DELETED."""
     SCALED_TO_ZERO = "scaled_to_zero"
     """No replica is left (replica count 0, or the deployment is gone)."""
-
-
-class DeploymentScaledToZeroError(FireworksError):
-    """The deployment's ``maxReplicaCount`` is 0: nothing will serve until its replica counts change."""
-
-    def __init__(self, deployment_id: str, message: str) -> None:
-        self.deployment_id = deployment_id
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -140,3 +139,12 @@ def _check_serving(
     if info.state is DeploymentState.CREATING and info.inference_model and min_replicas <= 1:
         return DeploymentCheck("probe", f"deployment {name} is CREATING; probing whether it serves")
     return DeploymentCheck("pending", seen)
+
+
+def sleep_until_next_look(deadline: float, poll_interval_s: float, timed_out: str) -> None:
+    """The pause of a blocking wait: one poll interval, never past ``deadline`` (a
+    ``time.monotonic()`` value); ``FireworksTimeoutError(timed_out)`` once the deadline has passed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise FireworksTimeoutError(timed_out)
+    time.sleep(min(poll_interval_s, remaining))

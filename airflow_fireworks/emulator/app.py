@@ -25,6 +25,7 @@ from airflow_fireworks.emulator.core import (
     read_json,
 )
 from airflow_fireworks.emulator.errors import ApiError, error_response, invalid, json_response
+from airflow_fireworks.emulator.faults import LATE_ANSWER_KEY
 from airflow_fireworks.emulator.hotload import parse_load_request
 from airflow_fireworks.emulator.inference import CompletionsHandler
 from airflow_fireworks.emulator.resources import DEPLOYMENT_ID_RE, rfc3339
@@ -81,6 +82,8 @@ async def fireworks_middleware(request: web.Request, handler: Handler) -> web.St
             raise ApiError(401, "invalid or missing API key (send X-Api-Key or Authorization: Bearer)")
         response = await handler(request)
         status = response.status
+        if request.get(LATE_ANSWER_KEY):  # a ``late`` delay fault: acted, now answer late
+            await asyncio.sleep(request[LATE_ANSWER_KEY])
         return response
     except ApiError as exc:
         status = exc.status

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from airflow_fireworks.emulator.errors import ApiError, invalid, json_response
-from airflow_fireworks.emulator.faults import CannedAnswer, FaultRule, Faults
+from airflow_fireworks.emulator.faults import LATE_ANSWER_KEY, CannedAnswer, FaultRule, Faults
 from airflow_fireworks.emulator.settings import Settings
 from airflow_fireworks.emulator.state import Deployment, Store
 from airflow_fireworks.emulator.trainer_state import TrainerStore
@@ -116,7 +116,10 @@ class Emulator:
             headers = {"Retry-After": f"{rule.retry_after_s:g}"} if rule.retry_after_s is not None else None
             raise ApiError(rule.status, rule.message or "injected fault", headers=headers)
         if rule.kind == "delay":
-            await asyncio.sleep(rule.delay_s)
+            if rule.late:  # carry the request out now, answer late (the middleware waits)
+                request[LATE_ANSWER_KEY] = rule.delay_s
+            else:
+                await asyncio.sleep(rule.delay_s)
             return None
         if rule.kind == "reset":
             drop_connection(request)

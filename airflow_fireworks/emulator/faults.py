@@ -35,6 +35,9 @@ ROUTES = frozenset(
 )
 STREAM_KINDS = frozenset({"reset_mid_stream", "truncate", "malformed_chunk", "stream_error", "finish_error"})
 KINDS = frozenset({"status", "delay", "reset", "body"}) | STREAM_KINDS
+#: Where a ``late`` delay rule leaves its delay on the request, for the middleware to wait it out
+#: after the handler has acted.
+LATE_ANSWER_KEY = "late_answer_s"
 DEFAULT_MESSAGES = {
     "status": "injected fault",
     "delay": "",
@@ -59,6 +62,7 @@ class FaultRule:
     status: int = 503
     retry_after_s: float | None = None
     delay_s: float = 0.0
+    late: bool = False
     times: int | None = 1
     probability: float = 1.0
     after_chunks: int = 1
@@ -127,6 +131,9 @@ class Faults:
         status = _number(body, "status", 200 if kind == "body" else 503, 100, integer=True)
         if status > 599:
             raise invalid(f"fault field 'status' must be an HTTP status (100-599), got {status}")
+        late = body.get("late", False)
+        if not isinstance(late, bool) or (late and kind != "delay"):
+            raise invalid("fault field 'late' must be true or false, and true only with kind 'delay'")
         probability = _number(body, "probability", 1.0, 0.0)
         if probability > 1:
             raise invalid(f"fault field 'probability' must be between 0 and 1, got {probability}")
@@ -138,6 +145,7 @@ class Faults:
             status=status,
             retry_after_s=_number(body, "retry_after_s", None, 0.0),
             delay_s=float(_number(body, "delay_s", 0.0, 0.0)),
+            late=late,
             times=None
             if "times" in body and body["times"] is None
             else _number(body, "times", 1, 1, integer=True),

@@ -98,6 +98,8 @@ def deployment_of_model(model: Any, account_id: str) -> str | None:
     return name[len(prefix) :]
 
 
+# The bounds check below deliberately repeats ``airflow_fireworks.api.validation.check_int``: the
+# emulator stands for the service and never imports the client, so each side checks on its own.
 def _int(body: dict[str, Any], key: str, default: int, low: int, high: int | None = None) -> int:
     value = body.get(key)
     if value is None:

@@ -13,6 +13,10 @@ from typing import Any
 
 from airflow_fireworks.emulator.errors import invalid
 
+# The enumerations below deliberately repeat those of ``airflow_fireworks.api.models``: the
+# emulator stands for the service and keeps its own copy of the service's accepted values (with
+# the *_UNSPECIFIED members the service accepts), so a client-side validation bug cannot be hidden
+# by both sides reading one list. Change them when the service's API changes, not with the client.
 ACCELERATOR_TYPES = frozenset(
     {
         "NVIDIA_A100_80GB",

@@ -1,7 +1,9 @@
 """FireworksHook: an Airflow connection turned into the Fireworks client.
 
-The connection holds the API key in its password, the control-plane URL in its host, and the
-optional gateway URLs, console URL, extra headers and TLS setting in its extras. Task code gets a
+The connection holds the API key in its password, the control-plane URL in its host (with an
+optional port), and the optional gateway URLs, console URL, extra headers and TLS setting in its
+extras. Errors name a field by the label the connection form shows for it ("Control-plane URL",
+"API key"), beside its connection-field name. Task code gets a
 ``DeploymentManager`` (``get_conn()``) plus the lifecycle operations; triggers get the same
 parameters without blocking the event loop (``aget_connection_params``) and build an
 ``AsyncFireworksClient`` from them; the sampling operator gets a ``DeploymentSampler``
@@ -20,7 +22,14 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from airflow_fireworks.api import FireworksError, FireworksValidationError
+from airflow_fireworks.api import (
+    FireworksAPIError,
+    FireworksConnectionError,
+    FireworksError,
+    FireworksValidationError,
+    RetryPolicy,
+)
+from airflow_fireworks.provider import FIELD_LABELS
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -33,7 +42,6 @@ if TYPE_CHECKING:
         DeploymentTarget,
         HotloadStatus,
         Reconciliation,
-        RetryPolicy,
         TrainerJobManager,
     )
     from airflow_fireworks.sampling import ConcurrencyController, DeploymentSampler
@@ -41,16 +49,32 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 DEFAULT_CONSOLE_URL = "https://app.fireworks.ai"
 CONN_TYPE = "fireworks"
+#: The Test button answers within about this many seconds: one attempt, no retries.
+TEST_CONNECTION_TIMEOUT_S = 5.0
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class FireworksConnectionConfigError(FireworksValidationError):
     """A field of a ``fireworks`` connection is missing or malformed (never shows the key); part of
-    the one error family, so operators fail such a task without retries."""
+    the one error family, so operators fail such a task without retries.
+
+    ``label`` is the field's name in the connection form ("Control-plane URL" for ``host``);
+    ``form_message`` says what is wrong in the form's words, without the connection id (the Test
+    button runs on a temporary id the user never sees)."""
 
     def __init__(self, conn_id: str | None, field_name: str, problem: str) -> None:
         self.conn_id = conn_id
         self.field = field_name
-        FireworksError.__init__(self, f"Connection {conn_id!r}, field {field_name!r}: {problem}")
+        self.label = FIELD_LABELS.get(field_name, field_name)
+        self.problem = problem
+        FireworksError.__init__(
+            self, f"Connection {conn_id!r}, field {field_name!r} ({self.label}): {problem}"
+        )
+
+    @property
+    def form_message(self) -> str:
+        """The problem as the connection form names the field."""
+        return f"{self.label}: {self.problem}"
 
 
 def _extra(extras: Mapping[str, Any], name: str) -> Any:
@@ -63,8 +87,22 @@ def _extra(extras: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+def _port(conn_id: str | None, value: Any) -> int | None:
+    """The connection's port; None when empty or 0 (Airflow 3.3.2's form sends 0 for an empty one)."""
+    if value is None or value == "" or value == 0:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise FireworksConnectionConfigError(conn_id, "port", f"must be a TCP port 1-65535, got {value!r}")
+    return value
+
+
 def _url(conn_id: str | None, field_name: str, value: Any, *, port: int | None = None) -> str:
-    """Normalise a base URL: a bare host gets ``https://``; no trailing slash; only http(s)."""
+    """Normalise a base URL: a bare host gets ``https://``; no trailing slash; only http(s).
+
+    ``port`` (the connection's Port) goes into a URL without one; a URL whose own port differs is
+    refused, naming both fields. The scheme's default port is left out of the result."""
     if not isinstance(value, str):
         raise FireworksConnectionConfigError(
             conn_id, field_name, f"must be a URL string, got {type(value).__name__}"
@@ -81,7 +119,20 @@ def _url(conn_id: str | None, field_name: str, value: Any, *, port: int | None =
         raise FireworksConnectionConfigError(
             conn_id, field_name, f"{value!r} must not carry a query string or fragment"
         )
-    if port is not None and parts.port is None:
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise FireworksConnectionConfigError(
+            conn_id, field_name, f"{value!r} has a port that is not a number 1-65535"
+        ) from None
+    if port is not None and url_port is not None and port != url_port:
+        raise FireworksConnectionConfigError(
+            conn_id,
+            "port",
+            f"{port} differs from the port {url_port} in the {FIELD_LABELS.get(field_name, field_name)} "
+            f"{value!r}; make them equal or clear one of them",
+        )
+    if port is not None and url_port is None and port != _DEFAULT_PORTS[parts.scheme]:
         text = f"{parts.scheme}://{parts.netloc}:{port}{parts.path}"
     return text.rstrip("/")
 
@@ -106,11 +157,12 @@ def _headers(conn_id: str | None, value: Any) -> dict[str, str]:
 
 
 def _bool(conn_id: str | None, field_name: str, value: Any) -> bool | None:
+    """A JSON boolean or the form's "true"/"false" (None: unset, the client's default applies)."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise FireworksConnectionConfigError(conn_id, field_name, f"must be true or false, got {value!r}")
+    raise FireworksConnectionConfigError(conn_id, field_name, f"must be true, false or unset, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -133,13 +185,14 @@ class FireworksConnectionParams:
         api_key = conn.password
         if not isinstance(api_key, str) or not api_key.strip():
             raise FireworksConnectionConfigError(
-                conn_id, "password", "the API key is empty; put your Fireworks API key in the password field"
+                conn_id, "password", "is empty; paste your Fireworks API key (the connection's password)"
             )
         extras = conn.extra_dejson
         if not isinstance(extras, Mapping):
             raise FireworksConnectionConfigError(conn_id, "extra", "must be a JSON object")
         host = conn.host.strip() if isinstance(conn.host, str) and conn.host.strip() else None
-        base_url = _url(conn_id, "host", host, port=conn.port) if host else DEFAULT_BASE_URL
+        port = _port(conn_id, conn.port)
+        base_url = _url(conn_id, "host", host or DEFAULT_BASE_URL, port=port)
         inference = _extra(extras, "inference_url")
         hotload = _extra(extras, "hotload_url")
         console = _extra(extras, "console_url")
@@ -180,11 +233,13 @@ class FireworksConnectionParams:
         """The deployment's page in the Fireworks console."""
         return f"{self.console_url}/dashboard/deployments/{deployment_id}"
 
-    def manager(self, *, retry_policy: RetryPolicy | None = None) -> DeploymentManager:
-        """A new synchronous client."""
+    def manager(
+        self, *, retry_policy: RetryPolicy | None = None, timeout_s: float | None = None
+    ) -> DeploymentManager:
+        """A new synchronous client (``timeout_s``: per request; None for the client's default)."""
         from airflow_fireworks.api import DeploymentManager
 
-        return DeploymentManager(**self.client_kwargs(), retry_policy=retry_policy)
+        return DeploymentManager(**self.client_kwargs(), retry_policy=retry_policy, timeout_s=timeout_s)
 
     def async_client(self, *, retry_policy: RetryPolicy | None = None) -> AsyncFireworksClient:
         """A new asyncio client (its HTTP session opens lazily inside the running loop)."""
@@ -441,14 +496,32 @@ class FireworksHook(BaseHook):
     # --- UI ---------------------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
-        """Resolve the account the key belongs to (the UI's Test button)."""
+        """Resolve the account the key belongs to (the UI's Test button).
+
+        One request, no retries, a short timeout: the button answers within about
+        ``TEST_CONNECTION_TIMEOUT_S`` seconds even when the host does not. Messages name fields
+        as the form labels them and never show the key or the temporary connection id."""
         try:
-            account = self.account_id
-        except (FireworksError, FireworksConnectionConfigError, OSError) as err:
-            return False, str(err)
+            params = self.connection_params
+        except FireworksConnectionConfigError as err:
+            return False, err.form_message
+        manager = params.manager(
+            retry_policy=RetryPolicy(max_attempts=1), timeout_s=TEST_CONNECTION_TIMEOUT_S
+        )
+        try:
+            account = manager.account_id
+        except FireworksAPIError as err:
+            return False, _api_error_message(err, params.base_url)
+        except FireworksConnectionError as err:
+            return False, _unreachable_message(err, params.base_url)
+        except FireworksError as err:
+            return False, f"{FIELD_LABELS['host']} {params.base_url}: {err}"
         finally:
-            self.close()
-        return True, f"Connected to Fireworks account {account!r} at {self.connection_params.base_url}"
+            manager.close()
+        message = f"Connected to Fireworks account {account!r} at {params.base_url}"
+        if params.verify_ssl is False:
+            message += f"; TLS certificates are NOT verified ({FIELD_LABELS['verify_ssl']} is off)"
+        return True, message
 
     # --- trainer jobs -----------------------------------------------------------------------
 
@@ -493,3 +566,38 @@ class FireworksHook(BaseHook):
             poll_interval_s=poll_interval_s,
             hot_load_transition_type=hot_load_transition_type,
         )
+
+
+def _api_error_message(err: FireworksAPIError, base_url: str) -> str:
+    """The Test button's words for an HTTP error answer (the key's field when it was refused)."""
+    status = f"HTTP {err.status_code}" + (f", request id {err.request_id}" if err.request_id else "")
+    detail = err.message or err.hint or "(no message)"
+    if err.status_code == 401:
+        return (
+            f"{FIELD_LABELS['password']} refused by {base_url} ({status}): {detail}; use a valid, "
+            "training-scoped key (inference-only keys are refused too)"
+        )
+    if err.status_code == 403:
+        return f"{FIELD_LABELS['password']} refused by {base_url} ({status}): {detail}"
+    return f"{FIELD_LABELS['host']} {base_url} answered {status}: {detail}"
+
+
+def _unreachable_message(err: FireworksConnectionError, base_url: str) -> str:
+    """The Test button's words for a host that could not be reached (one short attempt)."""
+    import requests
+
+    cause = err.__cause__
+    if isinstance(cause, requests.exceptions.SSLError):
+        reason = (
+            "its TLS certificate is not trusted (for a test server with a self-signed certificate, "
+            f"set {FIELD_LABELS['verify_ssl']} to 'Do not verify')"
+        )
+    elif isinstance(cause, requests.Timeout):
+        reason = f"no answer within {TEST_CONNECTION_TIMEOUT_S:g} s"
+    elif "Name or service not known" in err.reason or "NameResolutionError" in err.reason:
+        reason = "its host name does not resolve"
+    elif "Connection refused" in err.reason or "ConnectionRefusedError" in err.reason:
+        reason = "the connection was refused (nothing listens on that host and port)"
+    else:
+        reason = err.reason
+    return f"{FIELD_LABELS['host']} {base_url} cannot be reached: {reason}"

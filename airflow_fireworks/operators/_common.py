@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -22,6 +22,8 @@ from airflow_fireworks.api import (
     FireworksError,
     FireworksValidationError,
     SnapshotChainError,
+    TrainerJobDeletedError,
+    TrainerJobNotFoundError,
     check_deployment,
 )
 
@@ -90,19 +92,32 @@ _FINAL_ERRORS = (
     DeploymentNotFoundError,
     DeploymentScaledToZeroError,
     SnapshotChainError,
+    TrainerJobNotFoundError,
+    TrainerJobDeletedError,
 )
 #: Event ``reason`` values of a deployment wait that no retry can fix.
 FINAL_EVENT_REASONS = ("gone", "scaled_to_zero")
 
 
-def airflow_error(err: FireworksError) -> AirflowException:
-    """The Airflow exception for a client error: ``AirflowFailException`` (no retry) when waiting
-    or sending again cannot help (bad input, immutable drift, gone, scaled to zero on purpose, a
-    broken snapshot chain, a non-retryable 4xx), ``AirflowException`` otherwise."""
-    final = isinstance(err, _FINAL_ERRORS) or (
+def is_final(err: FireworksError) -> bool:
+    """True when sending or waiting again cannot help: bad input, immutable drift, a deployment or
+    trainer job that is gone (a deleted job's id cannot be reused), scaled to zero on purpose, a
+    broken snapshot chain, or a 4xx the retry policy does not retry (401, 403, 404, ...)."""
+    return isinstance(err, _FINAL_ERRORS) or (
         isinstance(err, FireworksAPIError) and not err.retryable and 400 <= err.status_code < 500
     )
-    return (AirflowFailException if final else AirflowException)(str(err))
+
+
+def raise_for_airflow(err: FireworksError) -> NoReturn:
+    """Raise a client error the way Airflow should treat it.
+
+    A final error (``is_final``) becomes ``AirflowFailException`` chained to it, so the task fails
+    without using its retries; any other error propagates as itself, with its type and fields
+    (``status_code``, ``deployment_id``, ...) for failure callbacks, and Airflow retries it.
+    """
+    if is_final(err):
+        raise AirflowFailException(str(err)) from err
+    raise err
 
 
 @contextmanager
@@ -139,5 +154,5 @@ def serving_now(hook: FireworksHook, deployment_id: str, log: logging.Logger | A
             log.info("Deployment %s answers inference", deployment_id)
             return True
     except FireworksError as err:
-        raise airflow_error(err) from err
+        raise_for_airflow(err)
     return False

@@ -4,14 +4,25 @@ Layout under ``output_path`` for shard ``k``::
 
     shard-00000k/inputs.json                  while sampling: what is being sampled
     shard-00000k/served_identity.json         while sampling: identities served (with base_model)
-    shard-00000k/part-<try>-<uuid8>.jsonl     while sampling: one file per task try
+    shard-00000k/part-<try>-<uuid8>.jsonl     while sampling, on a local disk: one file per try
+    shard-00000k/part-<try>-<uuid8>-<seq>.jsonl   while sampling, on an object store: one object
+                                              per few groups (see below)
     shard-00000k/completions.jsonl            at the end: one record per completion
     shard-00000k/errors.jsonl                 at the end: one error record per failed prompt
     shard-00000k/manifest.json                at the end, written last
 
-A task try writes each prompt's whole group of records with one write and one flush, so only the
-last group of a part can be torn (by a crash). ``scan`` reads what earlier tries left: a torn
-last line is ignored, and a prompt counts as done only when its complete group is there.
+What a killed try (SIGKILL, OOM, node loss) leaves depends on the store:
+
+- a local disk (``file://``): each prompt's whole group goes to the try's one part with one write
+  and one flush, so everything before the kill is kept and only the part's last group can be torn;
+- an object store (``s3://``, ``gs://``, ...): an object exists whole or not at all and nothing of
+  an open one is stored before it is closed, so groups are buffered and a part object is written
+  (one PUT) every ``OBJECT_PART_GROUPS`` groups or ``OBJECT_PART_S`` seconds, whichever comes
+  first. A kill loses the buffered groups only (fewer than ``OBJECT_PART_GROUPS``), never a part.
+  A try that starts aborts the incomplete multipart uploads (S3) a killed one left in the shard.
+
+``scan`` reads what earlier tries left: a torn last line is ignored, and a prompt counts as done
+only when its complete group is there.
 ``consolidate`` writes ``completions.jsonl`` ordered by prompt then sample, each (prompt, sample)
 once, through a temporary file renamed into place; the parts are removed only after the manifest
 is written. ``manifest.json`` is present only when the shard is complete.
@@ -22,13 +33,21 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_fireworks.api import FireworksValidationError
-from airflow_fireworks.sampling.output import COMPLETION, ERROR, dumps_record, write_result
+from airflow_fireworks.sampling.output import (
+    COMPLETION,
+    ERROR,
+    dumps_record,
+    result_records,
+    write_result,
+)
 from airflow_fireworks.sampling.run import Tally
 
 if TYPE_CHECKING:
@@ -44,7 +63,13 @@ MANIFEST_FILE = "manifest.json"
 INPUTS_FILE = "inputs.json"
 SERVED_IDENTITY_FILE = "served_identity.json"
 _TMP_SUFFIX = ".tmp"
-_PART_RE = re.compile(r"^part-(\d+)-([0-9a-f]{8})\.jsonl$")
+_PART_RE = re.compile(r"^part-(\d+)-([0-9a-f]{8})(-\d{6})?\.jsonl$")
+#: On an object store a try's part object is written after this many groups ...
+OBJECT_PART_GROUPS = 32
+#: ... or once its oldest buffered group is this many seconds old, whichever comes first.
+OBJECT_PART_S = 5.0
+_LOCAL_PROTOCOLS = frozenset({"file", "local", ""})
+_S3_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
 #: The start of a record line as ``dumps_record`` writes it: enough to tell which prompt a torn
 #: line belonged to.
 _RECORD_HEAD_RE = re.compile(rb'^\{"type":"(?:completion|error)","prompt_index":(\d+)[,}]')
@@ -102,6 +127,17 @@ class ShardContents:
         return tally
 
 
+def is_local(path: ObjectStoragePath) -> bool:
+    """Whether ``path`` is on a local disk (appends and flushes reach the file at once)."""
+    return str(getattr(path, "protocol", "file") or "") in _LOCAL_PROTOCOLS
+
+
+def plain_uri(path: ObjectStoragePath) -> str:
+    """``path`` without the connection id (``s3://bucket/key``), for s3fs, boto3 or a trainer."""
+    protocol = str(path.protocol or "file")
+    return f"file://{path.path}" if protocol in _LOCAL_PROTOCOLS else f"{protocol}://{path.path}"
+
+
 class PartWriter:
     """Appends prompt groups to this try's part file: one write and one flush per prompt."""
 
@@ -116,6 +152,54 @@ class PartWriter:
 
     def close(self) -> None:
         self._fp.close()
+
+
+class ObjectPartWriter(PartWriter):
+    """Buffers prompt groups and writes them as a new part object (``<stem>-<seq>.jsonl``) every
+    ``max_groups`` groups or ``max_age_s`` seconds (checked at each write), and at ``close``.
+
+    Thread-safe: the operator writes from worker threads.
+    """
+
+    def __init__(
+        self,
+        path: ObjectStoragePath,
+        *,
+        max_groups: int = OBJECT_PART_GROUPS,
+        max_age_s: float = OBJECT_PART_S,
+    ) -> None:
+        self.path = path
+        self.max_groups = max_groups
+        self.max_age_s = max_age_s
+        self.written: list[ObjectStoragePath] = []
+        self._lock = threading.Lock()
+        self._buffer: list[str] = []
+        self._oldest = 0.0
+
+    def write(self, result: PromptResult) -> None:
+        """Buffer one prompt's records; write the part object when it is due."""
+        records = result_records(result)
+        if not records:
+            return
+        with self._lock:
+            if not self._buffer:
+                self._oldest = time.monotonic()
+            self._buffer.append("".join(dumps_record(record) for record in records))
+            if len(self._buffer) >= self.max_groups or time.monotonic() - self._oldest >= self.max_age_s:
+                self._flush()
+
+    def close(self) -> None:
+        """Write what is buffered."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        part = self.path.with_name(f"{self.path.stem}-{len(self.written):06d}.jsonl")
+        part.write_bytes("".join(self._buffer).encode("utf-8"))
+        self.written.append(part)
+        self._buffer.clear()
 
 
 class ShardStore:
@@ -143,6 +227,7 @@ class ShardStore:
         """
         self._invalidate_listing()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.abort_incomplete_uploads()
         manifest = _read_json(self.manifest_path)
         recorded = manifest.get("inputs") if manifest is not None else _read_json(self.inputs_path)
         if recorded is None and self._our_files():
@@ -190,13 +275,44 @@ class ShardStore:
         self.served_identity_path.write_text(json.dumps({"seen": seen}), encoding="utf-8")
 
     def open_part(self, try_number: int) -> PartWriter:
-        """A new part file for this task try (never one an earlier or concurrent try uses)."""
-        return PartWriter(self.directory / f"part-{try_number}-{uuid.uuid4().hex[:8]}.jsonl")
+        """A new part file for this task try (never one an earlier or concurrent try uses); on an
+        object store a series of part objects (``ObjectPartWriter``)."""
+        path = self.directory / f"part-{try_number}-{uuid.uuid4().hex[:8]}.jsonl"
+        return PartWriter(path) if is_local(self.directory) else ObjectPartWriter(path)
+
+    def locations(self) -> dict[str, str | None]:
+        """Where the results are, for a reader without Airflow: the URIs without the connection
+        id (``s3://bucket/...``) and the connection id (None for a local disk or the default
+        credentials)."""
+        return {
+            "conn_id": getattr(self.directory, "conn_id", None),
+            "completions_uri": plain_uri(self.completions_path),
+            "errors_uri": plain_uri(self.errors_path),
+            "manifest_uri": plain_uri(self.manifest_path),
+        }
+
+    def abort_incomplete_uploads(self) -> int:
+        """Abort the multipart uploads a killed try left under this shard (S3 only: other stores
+        keep nothing of an unfinished upload that needs cleaning); returns how many."""
+        if str(self.directory.protocol) not in _S3_PROTOCOLS:
+            return 0
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        client = S3Hook(aws_conn_id=getattr(self.directory, "conn_id", None)).get_conn()
+        bucket, prefix = self.directory.bucket, self.directory.key.rstrip("/") + "/"
+        aborted = 0
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted += 1
+        if aborted:
+            log.info("Aborted %d incomplete multipart uploads under s3://%s/%s", aborted, bucket, prefix)
+        return aborted
 
     def scan(self, n: int, *, clean: Collection[str] = ()) -> ShardContents:
         """Read every resume source: ``completions.jsonl`` (always whole), then the parts by
         try. Files named in ``clean`` were closed normally, so their last group is whole
-        even with fewer than ``n`` records."""
+        even with fewer than ``n`` records; so are part objects (written whole or not at all)."""
         self._invalidate_listing()
         sources: list[ObjectStoragePath] = []
         if self.completions_path.exists():
@@ -205,7 +321,9 @@ class ShardStore:
         groups: dict[int, _Group] = {}
         errors: dict[int, dict[str, Any]] = {}
         for number, path in enumerate(sources):
-            may_be_torn = path.name not in clean and path.name != COMPLETIONS_FILE
+            may_be_torn = (
+                path.name not in clean and path.name != COMPLETIONS_FILE and not _is_object_part(path.name)
+            )
             file_groups, file_errors = _scan_file(path, number)
             for position, group in enumerate(file_groups):
                 last = position == len(file_groups) - 1
@@ -287,6 +405,11 @@ class ShardStore:
     def _invalidate_listing(self) -> None:
         # Object-store filesystems cache listings; another try may have changed them.
         self.directory.fs.invalidate_cache()
+
+
+def _is_object_part(name: str) -> bool:
+    match = _PART_RE.match(name)
+    return match is not None and match.group(3) is not None
 
 
 def _read_json(path: ObjectStoragePath) -> dict[str, Any] | None:

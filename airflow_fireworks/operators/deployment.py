@@ -44,14 +44,15 @@ from airflow_fireworks.links import FireworksDeploymentLink
 from airflow_fireworks.operators._common import (
     DEFERRAL_GRACE_S,
     FINAL_EVENT_REASONS,
-    airflow_error,
     default_deferrable,
     failing_on_bad_input,
     is_static,
+    raise_for_airflow,
     serving_now,
     to_seconds,
     validate_event,
 )
+from airflow_fireworks.plugins.usage import record_deployment_usage, with_creation_annotations
 from airflow_fireworks.triggers.deployment import FireworksDeploymentTrigger, FireworksHotloadTrigger
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class FireworksBaseDeploymentOperator(BaseOperator):
                 min_replicas=min_replicas,
             )
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
         return info.to_dict() if info is not None else None
 
     def deployment_from_event(self, event: Any) -> dict[str, Any] | None:
@@ -321,6 +322,9 @@ class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
         self.publish_link(context)
         force = self.force_recreate and not self._already_recreated(context)
         try:
+            existing = None if force else self.hook.get_deployment(config.deployment_id)
+            if existing is None or existing.state.is_failed():  # about to be created: say by whom
+                config = with_creation_annotations(config, context)
             if self.reconcile:
                 outcome = self.hook.reconcile(config, force_recreate=force)
                 info = outcome.deployment
@@ -328,7 +332,7 @@ class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
             else:
                 info = self.hook.create_or_get(config, force_recreate=force)
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
         if force:
             self._remember_recreated(context, info.name or self.deployment_id)
         self.log.info("Deployment %s is %s", info.name or self.deployment_id, info.describe())
@@ -350,6 +354,7 @@ class FireworksCreateDeploymentOperator(FireworksBaseDeploymentOperator):
         model = deployment.get("inference_model")
         if model:
             context["ti"].xcom_push(key=INFERENCE_MODEL_XCOM_KEY, value=model)
+        record_deployment_usage(self.hook, context, self.deployment_id, action=self.task_type)
         return deployment
 
     @staticmethod
@@ -481,7 +486,7 @@ class FireworksUpdateDeploymentOperator(FireworksBaseDeploymentOperator):
         try:
             info = self.hook.update_deployment(self.deployment_id, body, mask)
         except FireworksError as err:
-            raise AirflowException(str(err)) from err
+            raise_for_airflow(err)
         if not self.wait_for_completion:
             return info.to_dict()
         return self.wait(DeploymentTarget.READY)
@@ -651,7 +656,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
                 poll_interval_s=self.poll_interval,
             )
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
         return self._finish(plan, started_at, time.time() - started_at, len(status.replicas))
 
     def _plan(self, context: Context) -> dict[str, Any]:
@@ -660,7 +665,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
         try:
             status = self.hook.hotload_status(self.deployment_id, self.base_model)
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
         served_before = status.current_identities
         plan: dict[str, Any] = {"identity": self.snapshot_identity, "served_before": served_before}
         incremental = self.previous_snapshot_identity is not None
@@ -690,7 +695,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
                     error = SnapshotChainError(
                         self.deployment_id, self.snapshot_identity, self.previous_snapshot_identity, broken
                     )
-                    raise airflow_error(error)
+                    raise_for_airflow(error)
             self._send(plan["identity"], delta)
             plan["sent"] = True
         context["ti"].xcom_push(key=SNAPSHOT_CHAIN_XCOM_KEY, value=plan)
@@ -723,7 +728,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
                 check_chain=False,  # checked just before, on the same status
             )
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
 
     def execute_complete(
         self, context: Context, event: dict[str, Any], plan: dict[str, Any] | None = None
@@ -772,7 +777,7 @@ class FireworksHotloadOperator(FireworksBaseDeploymentOperator):
                     model, max_retries=self.warmup_max_retries, retry_interval_s=self.warmup_retry_interval
                 )
             except FireworksError as err:
-                raise airflow_error(err) from err
+                raise_for_airflow(err)
             warmup_s = round(time.time() - begin, 3)
             if not warmup_ok:
                 self.log.warning(
@@ -816,7 +821,7 @@ class FireworksScaleToZeroOperator(FireworksBaseDeploymentOperator):
             self.log.info("Deployment %s does not exist; nothing to scale down", self.deployment_id)
             return None
         except FireworksError as err:
-            raise AirflowException(str(err)) from err
+            raise_for_airflow(err)
         self.log.info("Deployment %s scaled to zero replicas (%s)", self.deployment_id, info.state.value)
         if not self.wait_for_completion:
             return info.to_dict()
@@ -843,7 +848,7 @@ class FireworksDeleteDeploymentOperator(FireworksBaseDeploymentOperator):
         try:
             deleted = self.hook.delete_deployment(self.deployment_id)
         except FireworksError as err:
-            raise AirflowException(str(err)) from err
+            raise_for_airflow(err)
         self.log.info("Deployment %s %s", self.deployment_id, "deleted" if deleted else "was already gone")
         if deleted and self.wait_for_completion:
             self.wait(DeploymentTarget.DELETED)

@@ -46,10 +46,10 @@ from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
 from airflow_fireworks.operators._common import (
     DEFERRAL_GRACE_S,
-    airflow_error,
     default_deferrable,
     failing_on_bad_input,
     is_static,
+    raise_for_airflow,
     serving_now,
     to_seconds,
     validate_event,
@@ -62,6 +62,7 @@ from airflow_fireworks.operators._sample_settings import (
     named_deployment,
 )
 from airflow_fireworks.operators._sample_store import ShardStore
+from airflow_fireworks.plugins.usage import measure_deployment, record_deployment_usage
 from airflow_fireworks.sampling import (
     DeploymentNotServingError,
     DeploymentSampler,
@@ -82,6 +83,23 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 log = logging.getLogger(__name__)
+
+#: Parameters kept (and templated, and shown in the UI's rendered fields) under another attribute:
+#: Airflow masks every rendered field whose name contains "token", taking it for a secret.
+_RENDERED_AS = {"tokenizer": "vocab", "max_tokens": "max_toks"}
+
+
+class _RenderedAs:
+    """A parameter stored in the template field ``field`` (reads and writes go there)."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj, self.field)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.field, value)
 
 
 # -- the operator -------------------------------------------------------------------------------
@@ -150,16 +168,21 @@ class FireworksSampleOperator(BaseOperator):
     :param wake_timeout: seconds (or ``timedelta``) a wake-up from zero replicas (the cold start)
         may take.
     :param poll_interval: seconds (or ``timedelta``) between polls while it wakes.
+
+    ``tokenizer`` and ``max_tokens`` are templated and shown among the rendered fields as ``vocab``
+    and ``max_toks``: Airflow hides every rendered field whose name contains "token".
     """
 
     template_fields: Sequence[str] = (
-        "deployment_id", "model", "tokenizer", "prompts", "prompts_path", "output_path",
-        "shard_index", "num_shards", "n", "max_tokens", "temperature", "top_p", "top_k", "stop", "seed",
+        "deployment_id", "model", "vocab", "prompts", "prompts_path", "output_path",
+        "shard_index", "num_shards", "n", "max_toks", "temperature", "top_p", "top_k", "stop", "seed",
         "max_seq_len", "concurrency", "base_model",
     )  # fmt: skip
     template_fields_renderers = {"prompts": "json"}
     operator_extra_links = (FireworksDeploymentLink(),)
     ui_color = "#ece4ff"
+    tokenizer = _RenderedAs(_RENDERED_AS["tokenizer"])
+    max_tokens = _RenderedAs(_RENDERED_AS["max_tokens"])
 
     def __init__(
         self,
@@ -263,7 +286,9 @@ class FireworksSampleOperator(BaseOperator):
         known = {
             name: getattr(self, name)
             for name in PARAMETERS
-            if rendered or name not in self.template_fields or is_static(getattr(self, name))
+            if rendered
+            or _RENDERED_AS.get(name, name) not in self.template_fields
+            or is_static(getattr(self, name))
         }
         checked = check_parameters(known)
         if self.prompts is not None and (rendered or is_static(self.prompts)):
@@ -350,6 +375,12 @@ class FireworksSampleOperator(BaseOperator):
                 )
         finally:
             self.hook.close()
+        if run.gpu_time is not None:  # GPU time: the task's usage row for the Fireworks page
+            gpu = run.gpu_time
+            uri = result.get("manifest_uri")
+            record_deployment_usage(
+                self.hook, context, gpu["deployment_id"], action=self.task_type, gpu=gpu, manifest_uri=uri
+            )
         self._check_served_identity(context, result)
         return result
 
@@ -432,7 +463,7 @@ class FireworksSampleOperator(BaseOperator):
                 )
                 # .get: a manifest written before a key was added lacks it
                 summary = {k: previous.get(k) for k in SUMMARY_KEYS}
-                return {**summary, "num_prompts_sampled": 0, "reused": True}
+                return {**summary, "num_prompts_sampled": 0, "reused": True, "storage": store.locations()}
             log.info(
                 "%s holds %d failed prompts from an earlier try; sampling them again",
                 store.directory,
@@ -486,6 +517,7 @@ class FireworksSampleOperator(BaseOperator):
             try_number=try_number,
             earlier_tries=(previous or {}).get("attempts", []),
         )
+        manifest["storage"] = store.locations()  # plain URIs and the connection id, for any reader
         store.finish(manifest)
         log.info(
             "Wrote %d completions of %d prompts (%d failed, %d skipped) to %s",
@@ -500,7 +532,7 @@ class FireworksSampleOperator(BaseOperator):
             errors[:1],
             where=f"their error records are in {store.errors_path}; a retry samples only the failed prompts",
         )
-        return {k: manifest[k] for k in SUMMARY_KEYS} | {"reused": False}
+        return {k: manifest[k] for k in SUMMARY_KEYS} | {"reused": False, "storage": manifest["storage"]}
 
     def _sample(
         self,
@@ -554,6 +586,7 @@ class FireworksSampleOperator(BaseOperator):
             self._loop = self._task = None
         if deployment is not None:
             self._read_served_identity(deployment, settings, run)
+            run.gpu_time = measure_deployment(self.hook, deployment, run.elapsed_s)
 
     async def _cancellable(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` where ``on_kill`` (another thread) can cancel it."""
@@ -580,7 +613,7 @@ class FireworksSampleOperator(BaseOperator):
             try:
                 account = self.hook.account_id  # already resolved when deployment_id was given
             except FireworksError as err:
-                raise airflow_error(err) from err
+                raise_for_airflow(err)
             if named[0] == account:
                 return named[1]
         if settings.base_model is not None:
@@ -621,7 +654,7 @@ class FireworksSampleOperator(BaseOperator):
                 poll_interval_s=self.poll_interval,
             )
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
 
     def _read_served_identity(
         self,
@@ -637,7 +670,7 @@ class FireworksSampleOperator(BaseOperator):
         try:
             status = self.hook.hotload_status(deployment_id, settings.base_model)
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
         run.served.append(status.current_identities)
         if remember is not None:
             remember(run.served)

@@ -40,7 +40,6 @@ from airflow_fireworks.api import (
     TrainerJobConfig,
     TrainerJobDeletedError,
     TrainerJobManager,
-    TrainerJobNotFoundError,
     TrainerServiceEndpoint,
     TrainerTarget,
     TrainerWaitClock,
@@ -61,14 +60,15 @@ from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink, FireworksTrainerJobLink
 from airflow_fireworks.operators._common import (
     DEFERRAL_GRACE_S,
-    airflow_error,
     default_deferrable,
     failing_on_bad_input,
     is_static,
+    raise_for_airflow,
     to_seconds,
     validate_event,
 )
 from airflow_fireworks.operators.deployment import FireworksBaseDeploymentOperator
+from airflow_fireworks.plugins.usage import record_trainer_usage
 from airflow_fireworks.triggers.trainer import FireworksTrainerJobTrigger
 
 if TYPE_CHECKING:
@@ -76,20 +76,15 @@ if TYPE_CHECKING:
 
 #: XCom key of the trainer job's resource name (pushed by the create operator).
 JOB_NAME_XCOM_KEY = "job_name"
+#: XCom key of the job id, pushed as soon as the job exists (before any wait), so a teardown
+#: task can delete it even when the create task fails while waiting.
+JOB_ID_XCOM_KEY = "job_id"
 #: XCom key: whether the resume operator sent ``:resume``.
 RESUMED_XCOM_KEY = "resumed"
 #: Event ``reason`` values of a trainer wait that no retry can fix.
 FINAL_TRAINER_REASONS = ("gone", "deleted")
 #: How many derived ids a create tries when earlier ones belong to deleted jobs.
 _MAX_ID_GENERATIONS = 20
-
-
-def trainer_error(err: FireworksError) -> AirflowException:
-    """``airflow_error``, plus: a missing job or a deleted one (its id cannot be reused) fails the
-    task at once."""
-    if isinstance(err, TrainerJobNotFoundError | TrainerJobDeletedError):
-        return AirflowFailException(str(err))
-    return airflow_error(err)
 
 
 class FireworksBaseTrainerJobOperator(BaseOperator):
@@ -186,7 +181,7 @@ class FireworksBaseTrainerJobOperator(BaseOperator):
                 )
             endpoint = self.trainers.wait_with(job_id, clock, self.poll_interval)
         except FireworksError as err:
-            raise trainer_error(err) from err
+            raise_for_airflow(err)
         return endpoint.to_dict()
 
     def defer_wait(self, trigger: FireworksTrainerJobTrigger, deadline: float) -> NoReturn:
@@ -220,6 +215,8 @@ class FireworksBaseTrainerJobOperator(BaseOperator):
         """Push the job name (for ``hot_load_trainer_job``) and return ``result``."""
         if result.get("job_name"):
             context["ti"].xcom_push(key=JOB_NAME_XCOM_KEY, value=result["job_name"])
+        if result.get("job_id"):  # who used it, and the GPU time, for the Fireworks page
+            record_trainer_usage(self.hook, context, str(result["job_id"]), action=self.task_type)
         return result
 
 
@@ -234,8 +231,10 @@ class FireworksCreateTrainerJobOperator(FireworksBaseTrainerJobOperator):
     until the service's health endpoint answers.
 
     Returns ``{"job_name", "job_id", "service_url", "base_url" (the same URL, the SDK's name),
-    "max_context_length"}`` and pushes ``job_name``
-    to XCom under ``job_name`` (for the deployment's ``hot_load_trainer_job``).
+    "max_context_length"}`` and pushes ``job_name`` to XCom under ``job_name`` (for the
+    deployment's ``hot_load_trainer_job``). The job id is pushed under ``job_id`` as soon as the job
+    exists, before any wait: point the teardown's ``FireworksDeleteTrainerJobOperator`` at it
+    (``ti.xcom_pull(task_ids=..., key='job_id')``) so a job whose wait failed is deleted too.
 
     :param base_model: e.g. ``accounts/fireworks/models/qwen3-8b`` (templated).
     :param job_id: a stable job id (templated); default: derived from the DAG run and task.
@@ -317,17 +316,18 @@ class FireworksCreateTrainerJobOperator(FireworksBaseTrainerJobOperator):
                 created = self.trainers.create(config)
             except TrainerJobDeletedError as err:
                 if explicit:
-                    raise trainer_error(err) from err
+                    raise_for_airflow(err)
                 self.log.info("Derived job id %s belongs to a deleted job; trying the next one", self.job_id)
                 continue
             except FireworksError as err:
-                raise trainer_error(err) from err
+                raise_for_airflow(err)
             break
         else:
             raise AirflowFailException(
                 f"the first {_MAX_ID_GENERATIONS} derived job ids all belong to deleted jobs"
             )
         self.publish_link(context)
+        context["ti"].xcom_push(key=JOB_ID_XCOM_KEY, value=created.job_id)
         self.log.info(
             "Trainer job %s is %s%s",
             created.job_name,
@@ -338,7 +338,7 @@ class FireworksCreateTrainerJobOperator(FireworksBaseTrainerJobOperator):
             try:
                 self.trainers.resume(created.job_id)
             except FireworksError as err:
-                raise trainer_error(err) from err
+                raise_for_airflow(err)
         if not self.wait_for_completion:
             url = self.trainers.service_url(created.job_id)
             return self.finish(
@@ -407,7 +407,7 @@ class FireworksResumeTrainerJobOperator(FireworksBaseTrainerJobOperator):
             else:
                 _, resumed = self.trainers.reconnect(job_id, self.max_wait_for_resumable)
         except FireworksError as err:
-            raise trainer_error(err) from err
+            raise_for_airflow(err)
         context["ti"].xcom_push(key=RESUMED_XCOM_KEY, value=resumed)
         return self.finish(context, self.wait_ready(started_at))
 
@@ -449,7 +449,7 @@ class FireworksDeleteTrainerJobOperator(FireworksBaseTrainerJobOperator):
                     )
                 self.trainers.wait_for_deleted(job_id, self.timeout, self.poll_interval)
         except FireworksError as err:
-            raise AirflowException(str(err)) from err
+            raise_for_airflow(err)
         self.log.info("Trainer job %s %s", job_id, "deleted" if deleted else "was already gone")
         return {"job_id": job_id, "deleted": deleted}
 
@@ -531,7 +531,7 @@ class FireworksPromoteCheckpointOperator(FireworksBaseTrainerJobOperator):
                 poll_interval_s=self.poll_interval,
             )
         except FireworksError as err:
-            raise trainer_error(err) from err
+            raise_for_airflow(err)
         return {**model, "checkpoint": f"{self.trainers.job_name(job_id)}/checkpoints/{checkpoint}"}
 
 
@@ -611,12 +611,12 @@ class FireworksReattachTrainerOperator(FireworksBaseDeploymentOperator):
                     hot_load_transition_type=self.hot_load_transition_type,
                 )
             except FireworksError as err:
-                raise airflow_error(err) from err
+                raise_for_airflow(err)
             return attached.to_dict()
         try:
             info = self.hook.get_deployment(self.deployment_id)
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
         if info is not None and info.state is DeploymentState.READY:
             return self.attach(info)
         deadline = time.time() + self.timeout
@@ -629,7 +629,7 @@ class FireworksReattachTrainerOperator(FireworksBaseDeploymentOperator):
         try:
             info = self.hook.get_deployment(self.deployment_id)
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
         if info is None:
             raise AirflowFailException(f"deployment {self.deployment_id!r} does not exist")
         return self.attach(info)
@@ -650,7 +650,7 @@ class FireworksReattachTrainerOperator(FireworksBaseDeploymentOperator):
         try:
             self.hook.update_deployment(self.deployment_id, body, mask)
         except FireworksError as err:
-            raise airflow_error(err) from err
+            raise_for_airflow(err)
         return self.wait(DeploymentTarget.READY)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:

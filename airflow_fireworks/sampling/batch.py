@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 TOKENIZE_BATCH = 32
 #: Upper bound of the default number of prompts in flight.
 MAX_DEFAULT_PROMPTS_IN_FLIGHT = 1024
+#: How often the default prompt window follows the concurrency window between finished prompts.
+WINDOW_CHECK_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,11 @@ class _PromptFeed:
     def has_ready(self) -> bool:
         """True when ``next`` can answer without reading or tokenizing anything."""
         return bool(self._ready) or self.exhausted
+
+    @property
+    def drained(self) -> bool:
+        """True once every prompt has been handed out."""
+        return self.exhausted and not self._ready
 
     def next(self) -> tuple[PromptSpec, list[int] | Exception] | None:
         """The next prompt with its ids (or the error that rules it out); None after the last one."""
@@ -176,7 +183,9 @@ async def sample_prompts(
     (``n``, ``max_tokens``, ``temperature``, ...); they are checked before the first request
     (``FireworksValidationError``). Prompts whose index is in ``skip_prompt_indices`` (e.g. already
     written by an interrupted run) are skipped. At most ``max_prompts_in_flight`` prompts are
-    sampled at once (default: enough to keep twice the concurrency window busy, at most 1024).
+    sampled at once (default: enough prompts for twice the concurrency window's requests, at most
+    1024, following the window within ``WINDOW_CHECK_S`` as it grows rather than only when a
+    prompt's last completion ends: a window that grows fast on a cold step is filled at once).
     Progress is logged every ``progress_interval_s`` seconds and passed to ``on_progress``.
     Raises ``DeploymentNotServingError`` (after yielding what finished before it, and cancelling
     the rest) when the deployment does not serve: no other prompt could succeed either.
@@ -206,6 +215,7 @@ async def sample_prompts(
     feed = _PromptFeed(prompts, sampler.tokenizer, skip)
     loop = asyncio.get_running_loop()
     in_flight: dict[asyncio.Task[list[SampledCompletion]], PromptSpec] = {}
+    finished = _Finished()
 
     def capacity() -> int:
         if max_prompts_in_flight is not None:
@@ -226,13 +236,17 @@ async def sample_prompts(
                     tracker.failed(spec.index, ids)
                     yield PromptResult(spec.index, [], error_info(ids), spec.metadata)
                     continue
-                in_flight[loop.create_task(sampler.sample_prompt_ids(ids, request))] = spec
+                task = loop.create_task(sampler.sample_prompt_ids(ids, request))
+                task.add_done_callback(finished.add)
+                in_flight[task] = spec
             tracker.skipped = feed.skipped
             if not in_flight:
                 break
-            done, _ = await asyncio.wait(
-                in_flight, timeout=tracker.seconds_to_report(), return_when=asyncio.FIRST_COMPLETED
-            )
+            timeout = tracker.seconds_to_report()
+            if max_prompts_in_flight is None and not feed.drained:
+                # the window may grow long before a whole group is done: follow it meanwhile
+                timeout = min(timeout, WINDOW_CHECK_S)
+            done = await finished.wait(timeout)
             not_serving: DeploymentNotServingError | None = None
             for task in sorted(done, key=lambda t: in_flight[t].index):
                 spec = in_flight.pop(task)
@@ -257,6 +271,32 @@ async def sample_prompts(
             task.cancel()
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
+
+
+class _Finished:
+    """The prompt tasks that finished since the last ``wait``; a wait costs the same however many
+    tasks are in flight (it is also woken by a timer to follow the window)."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[list[SampledCompletion]]] = []
+        self._event = asyncio.Event()
+
+    def add(self, task: asyncio.Task[list[SampledCompletion]]) -> None:
+        """A task's done callback."""
+        self._tasks.append(task)
+        self._event.set()
+
+    async def wait(self, within_s: float) -> list[asyncio.Task[list[SampledCompletion]]]:
+        """The tasks finished since the last call; waits up to ``within_s`` seconds for one."""
+        if not self._tasks:
+            timer = asyncio.get_running_loop().call_later(within_s, self._event.set)
+            try:
+                await self._event.wait()
+            finally:
+                timer.cancel()
+        self._event.clear()
+        done, self._tasks = self._tasks, []
+        return done
 
 
 class _Progress:

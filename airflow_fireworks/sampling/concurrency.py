@@ -84,6 +84,7 @@ class FixedConcurrencyController:
         self._max_concurrency = max_concurrency
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._in_flight = 0
+        self._pq_observed = (0.0, 0)
 
     def __repr__(self) -> str:
         return f"FixedConcurrencyController({self._max_concurrency})"
@@ -100,9 +101,17 @@ class FixedConcurrencyController:
         await self._semaphore.acquire()
         self._in_flight += 1
 
+    @property
+    def prefill_queue_observed(self) -> tuple[float, int]:
+        """(sum of seconds, count) of the prefill-queue times released so far."""
+        return self._pq_observed
+
     def release(self, metrics: ServerMetrics | None = None) -> None:
         if self._in_flight > 0:
             self._in_flight -= 1
+        if metrics is not None and metrics.prefill_queue_duration is not None:
+            total, count = self._pq_observed
+            self._pq_observed = (total + metrics.prefill_queue_duration, count + 1)
         self._semaphore.release()
 
     def note_retry_exhausted(self, metrics: ServerMetrics | None) -> None:
@@ -193,12 +202,14 @@ class AdaptiveConcurrencyController:
       the target.
     - **Capacity (Little's law).** A request that queued tells how many requests the deployment
       serves at once: those in flight when it was sent minus those released while it waited. The
-      first one ends the start-up; each later one moves the estimate by ``ema_alpha`` of the
-      difference, as do requests that did not queue at a load above it. After every release with
-      a prefill-queue time the window is set to the estimate plus the requests released in a
-      quarter of ``prefill_queue_target``: the queue stays short but not empty, and a deployment
-      that loses replicas is backed off from its first queued requests rather than at an
-      interval's end. While demand is below the window (a step's tail) nothing moves.
+      first one sent at or above the proven load ends the start-up (below it, a queued request
+      shows a momentary wait, e.g. a busy scheduler); each later one moves the estimate by
+      ``ema_alpha`` of the difference, as do requests that did not queue at a load above it.
+      After every release with a prefill-queue time the window is set to the estimate plus the
+      requests released in a quarter of ``prefill_queue_target``: the queue stays short but not
+      empty, and a deployment that loses replicas is backed off from its first queued requests
+      rather than at an interval's end. While demand is below the window (a step's tail) nothing
+      moves.
     - **Starting window.** ``initial_window=None`` (default) starts at 8 and, during the
       start-up, at 8 per replica that has answered (counted by the ``backend-host`` metric); an
       explicit ``initial_window``, e.g. the window the previous step ended with, is taken as is.
@@ -278,6 +289,7 @@ class AdaptiveConcurrencyController:
         self._debt = 0
         self._waiters: deque[_Waiter] = deque()
         self._ema: float | None = None
+        self._pq_observed = (0.0, 0)
         self._last_shrink_at: float | None = None
         self._warned_status_mode = False
         # capacity policy
@@ -329,6 +341,12 @@ class AdaptiveConcurrencyController:
         """Requests the deployment serves at once, as last estimated (capacity policy; None
         during the start-up and with ``policy="aimd"``)."""
         return self._capacity
+
+    @property
+    def prefill_queue_observed(self) -> tuple[float, int]:
+        """(sum of seconds, count) of the prefill-queue times released so far: a timeline's
+        difference of two readings is the queue time the window was steered on in between."""
+        return self._pq_observed
 
     @property
     def prefill_queue_ema(self) -> float | None:
@@ -471,6 +489,7 @@ class AdaptiveConcurrencyController:
     def _observe(self, metrics: ServerMetrics) -> None:
         queue = metrics.prefill_queue_duration
         if queue is not None:
+            self._pq_observed = (self._pq_observed[0] + queue, self._pq_observed[1] + 1)
             if self.policy == "capacity":
                 self._step_pq_sum += queue
                 self._step_pq_count += 1
@@ -528,7 +547,9 @@ class AdaptiveConcurrencyController:
         else:
             served = self._served_at_once(sent_at, queue, load, at_send, rate)
             if self._capacity is None:
-                if not in_use:
+                # below a load already served at once, a queued request shows a momentary wait
+                # (a busy scheduler, a long prefill ahead of it), not the capacity
+                if not in_use or load < self._proven:
                     return
                 self._capacity = served
             elif in_use or served > self._capacity:

@@ -160,9 +160,21 @@ class SamplingRun:
     served: list[list[str | None]] = field(default_factory=list)
     #: The controller's step summary once the run ended (``final_window`` included).
     controller_stats: dict[str, float] = field(default_factory=dict)
+    #: GPU time the run spent on its deployment (replicas x accelerators x wall time), when known.
+    gpu_time: dict[str, Any] | None = None
+
+    #: the controller's (sum, count) of prefill-queue times at the start and at each timeline point
+    _pq_start: tuple[float, int] = field(init=False, repr=False)
+    _pq_marks: list[tuple[float, int]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.n)
+        self._pq_start = self._prefill_queue_observed()
+
+    def _prefill_queue_observed(self) -> tuple[float, int]:
+        """The controller's running (sum, count) of prefill-queue times ((0, 0) if it keeps none)."""
+        observed = getattr(self.controller, "prefill_queue_observed", None)
+        return observed if isinstance(observed, tuple) else (0.0, 0)
 
     def add(self, result: PromptResult) -> None:
         """Count one prompt's outcome."""
@@ -184,7 +196,12 @@ class SamplingRun:
         return (self.finished or time.monotonic()) - self.started
 
     def sample_timeline(self) -> None:
-        """Append a point; past ``TIMELINE_MAX_POINTS`` keep every other one and sample half as often."""
+        """Append a point; past ``TIMELINE_MAX_POINTS`` keep every other one and sample half as often.
+
+        ``prefill_queue_s`` (present when any request finished since the previous point) is the
+        mean prefill-queue time of the requests that finished in between: what an adaptive
+        controller steered its window on."""
+        self._pq_marks.append(self._prefill_queue_observed())
         self.timeline.append(
             {
                 "t_s": round(self.elapsed_s, 3),
@@ -197,6 +214,7 @@ class SamplingRun:
         )
         if len(self.timeline) > TIMELINE_MAX_POINTS:
             self.timeline = self.timeline[1::2]
+            self._pq_marks = self._pq_marks[1::2]
             self.timeline_interval_s *= 2
             start = 0
         else:
@@ -210,6 +228,11 @@ class SamplingRun:
                 if span > 0
                 else 0.0
             )
+            queue_sum, queue_count = self._pq_marks[position]
+            before_sum, before_count = self._pq_marks[position - 1] if position else self._pq_start
+            point.pop("prefill_queue_s", None)
+            if queue_count > before_count:
+                point["prefill_queue_s"] = round((queue_sum - before_sum) / (queue_count - before_count), 4)
 
     async def _run_timeline(self) -> None:
         while True:
@@ -258,11 +281,15 @@ class SamplingRun:
                 await ticker
             self.finished = time.monotonic()
             self.sample_timeline()
-        # ``final_window`` lets the next step start where this one ended (``initial_window``).
+        # ``final_window`` lets the next step start where this one ended (``initial_window``);
+        # ``prefill_queue_target`` is what the timeline's ``prefill_queue_s`` is steered to.
         self.controller_stats = {
             **self.controller.step_completed(),
             "final_window": self.controller.window_size,
         }
+        target = getattr(self.controller, "prefill_queue_target", None)
+        if isinstance(target, float):
+            self.controller_stats["prefill_queue_target"] = target
 
     # -- summary and manifest ------------------------------------------------------------------
 
@@ -348,6 +375,7 @@ class SamplingRun:
                 "consolidation_s": round(consolidation_s, 3),
             },
             "timeline": self.timeline,
+            **({"gpu_time": self.gpu_time} if self.gpu_time is not None else {}),
             "attempts": [  # one per task try (the name is the manifest format's)
                 *earlier_tries,
                 {

@@ -1,33 +1,20 @@
-"""Sensors: the wait halves of the deployment operators, on their own.
-
-Both poke from the worker (``poke``/``reschedule`` modes) or, with ``deferrable=True``, look once
-and, unless already done, hand the wait to the triggerer with an absolute deadline taken from
-``timeout``.
-"""
+"""Sensors: the wait halves of the deployment operators, on their own (see ``sensors.base`` for
+poking and deferral)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_fireworks.api import FireworksError, validate_base_model, validate_deployment_id
-from airflow_fireworks.hooks.fireworks import FireworksHook
+from airflow_fireworks.api import validate_base_model, validate_deployment_id
 from airflow_fireworks.links import FireworksDeploymentLink
-from airflow_fireworks.operators._common import (
-    DEFERRAL_GRACE_S,
-    default_deferrable,
-    failing_on_bad_input,
-    is_static,
-    to_seconds,
-    validate_event,
-)
-from airflow_fireworks.triggers.base import is_transient
+from airflow_fireworks.operators._common import is_static
+from airflow_fireworks.sensors.base import FireworksBaseSensor
+from airflow_fireworks.triggers.base import parse_target
 from airflow_fireworks.triggers.deployment import (
     DeploymentTarget,
     FireworksDeploymentTrigger,
@@ -40,76 +27,20 @@ if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
 
 
-class _FireworksSensor(BaseSensorOperator):
-    """Shared: connection, deployment id, deferral, console link, event checks.
-
-    :param poll_interval: alias of ``poke_interval`` (seconds between checks).
-    """
+class _FireworksSensor(FireworksBaseSensor):
+    """Shared by the deployment sensors: the deployment id and its console link."""
 
     template_fields: Sequence[str] = ("deployment_id", "fireworks_conn_id")
     operator_extra_links = (FireworksDeploymentLink(),)
-    ui_color = "#6720ff"
-    ui_fgcolor = "#ffffff"
 
-    def __init__(
-        self,
-        *,
-        deployment_id: str,
-        fireworks_conn_id: str = FireworksHook.default_conn_name,
-        deferrable: bool = default_deferrable(),
-        poll_interval: float | timedelta | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if poll_interval is not None:
-            kwargs["poke_interval"] = to_seconds(poll_interval, "poll_interval")
+    def __init__(self, *, deployment_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.deployment_id = deployment_id
-        self.fireworks_conn_id = fireworks_conn_id
-        self.deferrable = deferrable
         if is_static(deployment_id):
             validate_deployment_id(deployment_id)
 
-    @property
-    def poll_interval(self) -> float:
-        return float(self.poke_interval)
-
-    @cached_property
-    def hook(self) -> FireworksHook:
-        return FireworksHook(fireworks_conn_id=self.fireworks_conn_id)
-
     def validate_rendered(self) -> None:
         self.deployment_id = validate_deployment_id(self.deployment_id)
-
-    def make_trigger(self, deadline: float) -> BaseTrigger:
-        raise NotImplementedError
-
-    def poke(self, context: Context) -> PokeReturnValue:
-        raise NotImplementedError
-
-    def execute(self, context: Context) -> Any:
-        with failing_on_bad_input():
-            self.validate_rendered()
-        link = FireworksDeploymentLink()
-        link.persist(context, link.url_for(self))
-        if not self.deferrable:
-            return super().execute(context)
-        first = self.poke(context)
-        if first.is_done:
-            return first.xcom_value
-        timeout = to_seconds(self.timeout, "timeout")
-        deadline = time.time() + timeout
-        self.defer(
-            trigger=self.make_trigger(deadline),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=timeout + DEFERRAL_GRACE_S),
-        )
-
-    def checked_event(self, event: Any, required: Sequence[str]) -> dict[str, Any]:
-        checked = validate_event(event, required)
-        if checked["status"] != "success":
-            raise AirflowException(f"{checked['status']}: {checked['message']}")
-        self.log.info("%s", checked["message"])
-        return checked
 
 
 class FireworksDeploymentSensor(_FireworksSensor):
@@ -131,38 +62,28 @@ class FireworksDeploymentSensor(_FireworksSensor):
             self._target()
 
     def _target(self) -> DeploymentTarget:
-        try:
-            return DeploymentTarget(self.target)
-        except ValueError:
-            choices = ", ".join(t.value for t in DeploymentTarget)
-            raise ValueError(f"target must be one of {choices}, got {self.target!r}") from None
+        return parse_target(DeploymentTarget, self.target)
 
     def validate_rendered(self) -> None:
         super().validate_rendered()
         self.target = self._target()
 
-    def make_trigger(self, deadline: float) -> BaseTrigger:
+    def make_trigger(self, timeout: float) -> BaseTrigger:
         return FireworksDeploymentTrigger(
             self.deployment_id,
             target=self._target(),
             fireworks_conn_id=self.fireworks_conn_id,
-            deadline=deadline,
+            deadline=time.time() + timeout,
             poll_interval=self.poll_interval,
         )
 
-    def poke(self, context: Context) -> PokeReturnValue:
-        try:
-            info = self.hook.get_deployment(self.deployment_id)
-            check = check_deployment(self._target(), self.deployment_id, info)
-            if check.outcome == "probe" and info is not None and info.inference_model:
-                if self.hook.get_conn().probe(info.inference_model):
-                    return PokeReturnValue(is_done=True, xcom_value={**info.to_dict(), "state": "READY"})
-                return PokeReturnValue(is_done=False)
-        except FireworksError as err:
-            if is_transient(err):
-                self.log.warning("Transient error, checking again later: %s", err)
-                return PokeReturnValue(is_done=False)
-            raise AirflowException(str(err)) from err
+    def look_once(self) -> PokeReturnValue:
+        info = self.hook.get_deployment(self.deployment_id)
+        check = check_deployment(self._target(), self.deployment_id, info)
+        if check.outcome == "probe" and info is not None and info.inference_model:
+            if self.hook.get_conn().probe(info.inference_model):
+                return PokeReturnValue(is_done=True, xcom_value={**info.to_dict(), "state": "READY"})
+            return PokeReturnValue(is_done=False)
         self.log.info("%s", check.message)
         if check.outcome == "error":
             raise AirflowException(check.message)
@@ -202,24 +123,18 @@ class FireworksHotloadSensor(_FireworksSensor):
         if not isinstance(self.snapshot_identity, str) or not self.snapshot_identity.strip():
             raise ValueError(f"snapshot_identity must be a non-empty string, got {self.snapshot_identity!r}")
 
-    def make_trigger(self, deadline: float) -> BaseTrigger:
+    def make_trigger(self, timeout: float) -> BaseTrigger:
         return FireworksHotloadTrigger(
             self.deployment_id,
             self.base_model,
             self.snapshot_identity,
             fireworks_conn_id=self.fireworks_conn_id,
-            deadline=deadline,
+            deadline=time.time() + timeout,
             poll_interval=self.poll_interval,
         )
 
-    def poke(self, context: Context) -> PokeReturnValue:
-        try:
-            status = self.hook.hotload_status(self.deployment_id, self.base_model)
-        except FireworksError as err:
-            if is_transient(err):
-                self.log.warning("Transient error, checking again later: %s", err)
-                return PokeReturnValue(is_done=False)
-            raise AirflowException(str(err)) from err
+    def look_once(self) -> PokeReturnValue:
+        status = self.hook.hotload_status(self.deployment_id, self.base_model)
         progress = status.evaluate(self.snapshot_identity)
         self.log.info("%s", progress.message)
         if progress.outcome == "failed":

@@ -20,10 +20,11 @@ import random
 import time
 import weakref
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -34,7 +35,32 @@ if TYPE_CHECKING:
     from airflow_fireworks.api import AsyncFireworksClient
 
 EventStatus = Literal["success", "error", "timeout"]
+Outcome = tuple[EventStatus, str, dict[str, Any]]
 _POLL_JITTER = 0.1
+_ON_KILL_TIMEOUT_S = 30.0
+_Target = TypeVar("_Target", bound=StrEnum)
+
+
+class Check(Protocol):
+    """One look at a resource against a wait target (``DeploymentCheck``, ``TrainerJobCheck``)."""
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+
+def parse_target(targets: type[_Target], value: Any) -> _Target:
+    """``value`` as one of the wait ``targets``; a ``ValueError`` listing them otherwise."""
+    try:
+        return targets(value)
+    except ValueError:
+        choices = ", ".join(t.value for t in targets)
+        raise ValueError(f"target must be one of {choices}, got {value!r}") from None
 
 
 @dataclass
@@ -116,11 +142,18 @@ class FireworksPollingTrigger(BaseTrigger):
             self.log.info("%s", message)
 
     @abstractmethod
+    def serialized_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this trigger in the triggerer."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", self.serialized_kwargs()
+
+    @abstractmethod
     def describe(self) -> str:
         """What is being waited for, for messages."""
 
     @abstractmethod
-    async def poll_once(self, client: AsyncFireworksClient) -> tuple[EventStatus, str, dict[str, Any]] | None:
+    async def poll_once(self, client: AsyncFireworksClient) -> Outcome | None:
         """One observation: an outcome ``(status, message, payload)``, or None to keep waiting.
 
         Raise for failures; transient ones are polled through, others end the wait.
@@ -133,6 +166,27 @@ class FireworksPollingTrigger(BaseTrigger):
     def last_seen(self) -> dict[str, Any]:
         """Payload describing the last observation, used for timeout and error events."""
         return {}
+
+    def conclude(self, check: Check) -> Outcome | None:
+        """The outcome of a look that needs no probe: done (success, timeout, or error with its
+        ``reason``) or None to keep waiting (what was seen is logged when it changed)."""
+        if check.outcome in ("success", "timeout"):
+            status: EventStatus = "success" if check.outcome == "success" else "timeout"
+            return status, check.message, self.last_seen()
+        if check.outcome == "error":
+            return "error", check.message, {**self.last_seen(), "reason": check.reason}
+        self.log_change(check.message)
+        return None
+
+    async def delete_on_kill_with(
+        self, what: str, delete: Callable[[AsyncFireworksClient], Awaitable[bool]]
+    ) -> None:
+        """Delete ``what`` with ``delete``, on a client of its own (a task killed by a user must not
+        leave it holding GPUs)."""
+        params = await FireworksHook.aget_connection_params(self.fireworks_conn_id)
+        async with params.async_client() as client:
+            deleted = await asyncio.wait_for(delete(client), _ON_KILL_TIMEOUT_S)
+        self.log.info("Task killed: %s %s", what, "deleted" if deleted else "already gone")
 
     def event(self, status: EventStatus, message: str, payload: dict[str, Any] | None = None) -> TriggerEvent:
         """Build an event: ``{"status", "message", **base_payload, **payload}``."""

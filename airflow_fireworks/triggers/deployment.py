@@ -13,7 +13,6 @@ triggerer).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,12 +26,10 @@ from airflow_fireworks.api import (
 from airflow_fireworks.api.validation import check_int
 from airflow_fireworks.api.waits import served
 from airflow_fireworks.hooks.fireworks import FireworksHook
-from airflow_fireworks.triggers.base import EventStatus, FireworksPollingTrigger
+from airflow_fireworks.triggers.base import FireworksPollingTrigger, Outcome, parse_target
 
 if TYPE_CHECKING:
     from airflow_fireworks.api import AsyncFireworksClient, DeploymentInfo, HotloadStatus
-
-_ON_KILL_TIMEOUT_S = 30.0
 
 
 class FireworksDeploymentTrigger(FireworksPollingTrigger):
@@ -67,27 +64,20 @@ class FireworksDeploymentTrigger(FireworksPollingTrigger):
         super().__init__(fireworks_conn_id=fireworks_conn_id, deadline=deadline, poll_interval=poll_interval)
         self.min_replicas = check_int(min_replicas, "min_replicas", 0)
         self.deployment_id = validate_deployment_id(deployment_id)
-        try:
-            self.target = DeploymentTarget(target)
-        except ValueError:
-            choices = ", ".join(t.value for t in DeploymentTarget)
-            raise ValueError(f"target must be one of {choices}, got {target!r}") from None
+        self.target = parse_target(DeploymentTarget, target)
         self.delete_on_kill = bool(delete_on_kill)
         self._last: DeploymentInfo | None = None
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "deployment_id": self.deployment_id,
-                "target": self.target.value,
-                "fireworks_conn_id": self.fireworks_conn_id,
-                "deadline": self.deadline,
-                "poll_interval": self.poll_interval,
-                "delete_on_kill": self.delete_on_kill,
-                "min_replicas": self.min_replicas,
-            },
-        )
+    def serialized_kwargs(self) -> dict[str, Any]:
+        return {
+            "deployment_id": self.deployment_id,
+            "target": self.target.value,
+            "fireworks_conn_id": self.fireworks_conn_id,
+            "deadline": self.deadline,
+            "poll_interval": self.poll_interval,
+            "delete_on_kill": self.delete_on_kill,
+            "min_replicas": self.min_replicas,
+        }
 
     def describe(self) -> str:
         return f"deployment {self.deployment_id!r} to be {self.target.value.replace('_', ' ')}"
@@ -98,7 +88,7 @@ class FireworksDeploymentTrigger(FireworksPollingTrigger):
     def last_seen(self) -> dict[str, Any]:
         return {"deployment": self._last.to_dict() if self._last is not None else None}
 
-    async def poll_once(self, client: AsyncFireworksClient) -> tuple[EventStatus, str, dict[str, Any]] | None:
+    async def poll_once(self, client: AsyncFireworksClient) -> Outcome | None:
         info = await client.get_deployment(self.deployment_id)
         self._last = info
         check: DeploymentCheck = check_deployment(
@@ -110,23 +100,15 @@ class FireworksDeploymentTrigger(FireworksPollingTrigger):
                 return None
             message = f"deployment {self.deployment_id!r} answers inference"
             return "success", message, {"deployment": served(info).to_dict()}
-        if check.outcome == "success":
-            return "success", check.message, self.last_seen()
-        if check.outcome == "error":
-            return "error", check.message, {**self.last_seen(), "reason": check.reason}
-        self.log_change(check.message)
-        return None
+        return self.conclude(check)
 
     async def on_kill(self) -> None:
         """Delete the deployment when ``delete_on_kill`` is set (the task was killed by a user)."""
-        if not self.delete_on_kill:
-            return
-        params = await FireworksHook.aget_connection_params(self.fireworks_conn_id)
-        async with params.async_client() as client:
-            deleted = await asyncio.wait_for(client.delete_deployment(self.deployment_id), _ON_KILL_TIMEOUT_S)
-        self.log.info(
-            "Task killed: deployment %s %s", self.deployment_id, "deleted" if deleted else "already gone"
-        )
+        if self.delete_on_kill:
+            await self.delete_on_kill_with(
+                f"deployment {self.deployment_id}",
+                lambda client: client.delete_deployment(self.deployment_id),
+            )
 
 
 class FireworksHotloadTrigger(FireworksPollingTrigger):
@@ -164,19 +146,16 @@ class FireworksHotloadTrigger(FireworksPollingTrigger):
         self.started_at = float(started_at) if started_at is not None else time.time()
         self._last: HotloadStatus | None = None
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "deployment_id": self.deployment_id,
-                "base_model": self.base_model,
-                "expected_identity": self.expected_identity,
-                "fireworks_conn_id": self.fireworks_conn_id,
-                "deadline": self.deadline,
-                "poll_interval": self.poll_interval,
-                "started_at": self.started_at,
-            },
-        )
+    def serialized_kwargs(self) -> dict[str, Any]:
+        return {
+            "deployment_id": self.deployment_id,
+            "base_model": self.base_model,
+            "expected_identity": self.expected_identity,
+            "fireworks_conn_id": self.fireworks_conn_id,
+            "deadline": self.deadline,
+            "poll_interval": self.poll_interval,
+            "started_at": self.started_at,
+        }
 
     def describe(self) -> str:
         return f"deployment {self.deployment_id!r} to serve snapshot {self.expected_identity!r}"
@@ -192,13 +171,11 @@ class FireworksHotloadTrigger(FireworksPollingTrigger):
     def last_seen(self) -> dict[str, Any]:
         return {"hotload": self._last.to_dict() if self._last is not None else None}
 
-    async def poll_once(self, client: AsyncFireworksClient) -> tuple[EventStatus, str, dict[str, Any]] | None:
+    async def poll_once(self, client: AsyncFireworksClient) -> Outcome | None:
         status = await client.hotload_status(self.deployment_id, self.base_model)
         self._last = status
         progress = status.evaluate(self.expected_identity)
         self.log_change(progress.message)
-        if progress.outcome == "ready":
-            return "success", progress.message, self.last_seen()
-        if progress.outcome == "failed":
-            return "error", progress.message, self.last_seen()
-        return None
+        if progress.outcome == "pending":
+            return None
+        return "success" if progress.outcome == "ready" else "error", progress.message, self.last_seen()

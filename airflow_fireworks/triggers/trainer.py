@@ -10,7 +10,6 @@ carry the API key: only the connection id travels, and the key is fetched inside
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +28,10 @@ from airflow_fireworks.api.trainer_waits import (
 )
 from airflow_fireworks.api.transport import normalise_url
 from airflow_fireworks.hooks.fireworks import FireworksHook
-from airflow_fireworks.triggers.base import EventStatus, FireworksPollingTrigger
+from airflow_fireworks.triggers.base import FireworksPollingTrigger, Outcome, parse_target
 
 if TYPE_CHECKING:
     from airflow_fireworks.api import AsyncFireworksClient, TrainerJobInfo
-
-_ON_KILL_TIMEOUT_S = 30.0
 
 
 class FireworksTrainerJobTrigger(FireworksPollingTrigger):
@@ -76,11 +73,7 @@ class FireworksTrainerJobTrigger(FireworksPollingTrigger):
         delete_on_kill: bool = False,
     ) -> None:
         self.job_id = validate_trainer_job_id(job_id)
-        try:
-            self.target = TrainerTarget(target)
-        except ValueError:
-            choices = ", ".join(t.value for t in TrainerTarget)
-            raise ValueError(f"target must be one of {choices}, got {target!r}") from None
+        self.target = parse_target(TrainerTarget, target)
         self.service_url = normalise_url(service_url, "service_url") if service_url is not None else None
         if self.target is TrainerTarget.READY and self.service_url is None:
             raise ValueError("service_url is required to wait for a trainer job to be ready")
@@ -100,23 +93,20 @@ class FireworksTrainerJobTrigger(FireworksPollingTrigger):
         self.delete_on_kill = bool(delete_on_kill)
         self._last: TrainerJobInfo | None = None
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "job_id": self.job_id,
-                "target": self.target.value,
-                "service_url": self.service_url,
-                "fireworks_conn_id": self.fireworks_conn_id,
-                "started_at": self.clock.started_at,
-                "timeout": self.clock.timeout_s,
-                "pending_timeout": self.clock.pending_timeout_s,
-                "stopped_grace": self.clock.stopped_grace_s,
-                "ready_deadline": self.clock.ready_deadline,
-                "poll_interval": self.poll_interval,
-                "delete_on_kill": self.delete_on_kill,
-            },
-        )
+    def serialized_kwargs(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "target": self.target.value,
+            "service_url": self.service_url,
+            "fireworks_conn_id": self.fireworks_conn_id,
+            "started_at": self.clock.started_at,
+            "timeout": self.clock.timeout_s,
+            "pending_timeout": self.clock.pending_timeout_s,
+            "stopped_grace": self.clock.stopped_grace_s,
+            "ready_deadline": self.clock.ready_deadline,
+            "poll_interval": self.poll_interval,
+            "delete_on_kill": self.delete_on_kill,
+        }
 
     def describe(self) -> str:
         return f"trainer job {self.job_id!r} to be {self.target.value}"
@@ -130,7 +120,7 @@ class FireworksTrainerJobTrigger(FireworksPollingTrigger):
             "ready_deadline": self.clock.ready_deadline,
         }
 
-    async def poll_once(self, client: AsyncFireworksClient) -> tuple[EventStatus, str, dict[str, Any]] | None:
+    async def poll_once(self, client: AsyncFireworksClient) -> Outcome | None:
         jobs = AsyncTrainerJobs(client)
         info = await jobs.get(self.job_id)
         self._last = info
@@ -148,18 +138,11 @@ class FireworksTrainerJobTrigger(FireworksPollingTrigger):
                     info.name, info.job_id, self.service_url, info.max_context_length
                 )
                 return "success", check.message, {**self.last_seen(), "endpoint": endpoint.to_dict()}
-        if check.outcome in ("success", "timeout"):
-            return check.outcome, check.message, self.last_seen()
-        if check.outcome == "error":
-            return "error", check.message, {**self.last_seen(), "reason": check.reason}
-        self.log_change(check.message)
-        return None
+        return self.conclude(check)
 
     async def on_kill(self) -> None:
         """Delete the job when ``delete_on_kill`` is set (the task was killed by a user)."""
-        if not self.delete_on_kill:
-            return
-        params = await FireworksHook.aget_connection_params(self.fireworks_conn_id)
-        async with params.async_client() as client:
-            deleted = await asyncio.wait_for(AsyncTrainerJobs(client).delete(self.job_id), _ON_KILL_TIMEOUT_S)
-        self.log.info("Task killed: trainer job %s %s", self.job_id, "deleted" if deleted else "already gone")
+        if self.delete_on_kill:
+            await self.delete_on_kill_with(
+                f"trainer job {self.job_id}", lambda client: AsyncTrainerJobs(client).delete(self.job_id)
+            )

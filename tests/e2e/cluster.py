@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +156,18 @@ class AirflowCluster:
             if p.is_file()
         }
 
+    def start_component(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> None:
+        """Start ``airflow <args>`` (``airflow <name>`` without args) in its own session, logging to
+        ``<home>/<name>.log``; ``env`` adds to the cluster's environment for this component only."""
+        log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - closed when the process ends
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *(args or (name,))],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -168,11 +180,9 @@ class AirflowCluster:
                 process.wait()
 
 
-@contextmanager
-def airflow_cluster(
-    home: Path, dags_folder: Path, extra_env: dict[str, str] | None = None
-) -> Iterator[AirflowCluster]:
-    """Migrate a fresh database in ``home`` and run the four components until the context exits."""
+def cluster_env(home: Path, dags_folder: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every component of a cluster in ``home`` (SQLite, LocalExecutor, a free
+    api-server port); ``extra_env`` overrides any of it (e.g. the executor and the database)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
@@ -198,19 +208,21 @@ def airflow_cluster(
         }
     )
     env.update(extra_env or {})
+    return env
+
+
+@contextmanager
+def airflow_cluster(
+    home: Path, dags_folder: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[AirflowCluster]:
+    """Migrate a fresh database in ``home`` and run the four components until the context exits."""
+    env = cluster_env(home, dags_folder, extra_env)
     home.mkdir(parents=True, exist_ok=True)
     cluster = AirflowCluster(home=home, env=env)
     cluster.cli("db", "migrate", timeout=300)
     try:
         for name in COMPONENTS:
-            log = open(home / f"{name}.log", "wb")  # noqa: SIM115 - closed when the process ends
-            cluster.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            cluster.start_component(name)
         yield cluster
     finally:
         cluster.stop()

@@ -125,6 +125,18 @@ def test_conflict_on_create_returns_the_existing_deployment(
     assert sum(emu.stats()["deployments"].values()) == 1
 
 
+def test_conflict_on_create_for_a_deployment_that_cannot_be_read_back_is_raised(
+    manager: DeploymentManager, emu: EmulatorProcess
+) -> None:
+    manager.create_or_get(config())
+    # Both GETs (before the POST and after its 409) claim "absent": nothing to return, so the 409 stands.
+    emu.add_fault(route="get", kind="status", status=404, times=2)
+    with pytest.raises(FireworksAPIError) as info:
+        manager.create_or_get(config())
+    assert info.value.status_code == 409 and info.value.method == "POST"
+    assert [r["status"] for r in emu.requests(route="create")] == [200, 409]
+
+
 def test_force_recreate_deletes_then_creates(manager: DeploymentManager, emu: EmulatorProcess) -> None:
     manager.create_or_get(config())
     manager.wait_for_ready("dep-a", timeout_s=10, poll_interval_s=0.05)

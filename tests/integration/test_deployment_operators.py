@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
+from airflow_fireworks.api.errors import DeploymentFailedError, FireworksTimeoutError
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.links import FireworksDeploymentLink
 from airflow_fireworks.operators.deployment import (
@@ -65,6 +66,7 @@ def test_create_waits_in_the_worker_and_publishes_model_and_link(hook, emulator)
 
 
 async def test_create_defers_with_an_absolute_deadline_and_resumes(hook, emulator):
+    emulator.configure(create_delay_s=3.0)  # still CREATING when the second try looks, even under load
     op = create_op("op-create-deferred", deferrable=True, timeout=timedelta(minutes=5))
     before = time.time()
     with pytest.raises(TaskDeferred) as deferred:
@@ -120,7 +122,7 @@ def test_a_deployment_failing_during_the_wait_fails_the_task_with_the_server_mes
         while len(emulator.requests(route="get")) < gets_before + 2 and time.time() < deadline:
             time.sleep(0.05)
         emulator.fail_deployment("op-fail", "quota exceeded for NVIDIA_H200_141GB")
-        with pytest.raises(AirflowException, match="quota exceeded for NVIDIA_H200_141GB"):
+        with pytest.raises(DeploymentFailedError, match="quota exceeded for NVIDIA_H200_141GB"):
             waiting.result(timeout=15)
 
 
@@ -138,7 +140,7 @@ async def test_a_failed_deployment_fails_the_deferred_task(hook, emulator):
 
 def test_sync_wait_times_out(hook, emulator):
     emulator.configure(create_delay_s=60)
-    with pytest.raises(AirflowException, match="not ready"):
+    with pytest.raises(FireworksTimeoutError, match="not ready"):
         create_op("op-slow", deferrable=False, timeout=0.5).execute(task_context())
 
 

@@ -7,6 +7,7 @@ import time
 import pytest
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
+from airflow_fireworks.api.errors import FireworksTimeoutError, HotloadFailedError
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.operators.deployment import FireworksHotloadOperator
 from airflow_fireworks.sensors.deployment import FireworksDeploymentSensor, FireworksHotloadSensor
@@ -111,7 +112,7 @@ def test_a_retried_hotload_of_a_served_snapshot_is_not_sent_again(hook, emulator
 def test_error_stage_fails_the_task_with_the_server_message(hook, emulator):
     emulator.configure(hotload_fail_identities=["step-bad"])
     ready(hook, "hl-bad")
-    with pytest.raises(AirflowException, match="step-bad"):
+    with pytest.raises(HotloadFailedError, match="step-bad"):
         hotload_op("hl-bad", "step-bad", deferrable=False).execute(task_context())
 
 
@@ -125,7 +126,7 @@ async def test_error_stage_fails_the_deferred_task(hook, emulator):
 def test_hotload_timeout(hook, emulator):
     emulator.configure(hotload_stage_s=30)
     ready(hook, "hl-slow")
-    with pytest.raises(AirflowException, match="step-slow"):
+    with pytest.raises(FireworksTimeoutError, match="step-slow"):
         hotload_op("hl-slow", "step-slow", deferrable=False, timeout=0.5).execute(task_context())
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from tests.airflow_helpers import run_dag_file, task_states, xcom
+from tests.airflow_helpers import run_dag_file, task_states, try_numbers, xcom
 from tests.conftest import REPO_ROOT, TEST_API_KEY
 from tests.emulator_control import EmulatorProcess
 
@@ -129,20 +129,27 @@ def control_writes(emulator: EmulatorProcess) -> list[dict[str, Any]]:
 
 
 def check_deployment_writes(
-    requests: list[dict[str, Any]], expected: dict[str, Any], max_replicas: int
+    requests: list[dict[str, Any]], expected: dict[str, Any], max_replicas: int, trainer: str | None = None
 ) -> None:
     """A run's deployment writes match its reconcile outcome: one create, or one PATCH masked to
-    exactly the drifted fields; then the teardown's scale to zero, and nothing else."""
+    exactly the drifted fields (with the link to this run's ``trainer`` when it has one); then the
+    teardown's scale to zero, and nothing else."""
     writes = [r for r in requests if r["route"] in ("create", "update")]
     assert [r["status"] for r in writes] == [200, 200], writes
     first, teardown = writes
     if expected["action"] == "created":
         assert first["route"] == "create"
         assert (first["body"]["minReplicaCount"], first["body"]["maxReplicaCount"]) == (1, max_replicas)
+        assert first["body"].get("hotLoadTrainerJob") == trainer
     else:
         assert first["route"] == "update"
-        assert first["query"]["updateMask"] == "min_replica_count,max_replica_count"
-        assert first["body"] == {"minReplicaCount": 1, "maxReplicaCount": max_replicas}
+        body = {"minReplicaCount": 1, "maxReplicaCount": max_replicas}
+        mask = {"min_replica_count", "max_replica_count"}
+        if trainer is not None:
+            body["hotLoadTrainerJob"] = trainer
+            mask.add("hot_load_trainer_job")
+        assert set(first["query"]["updateMask"].split(",")) == mask
+        assert first["body"] == body
     assert teardown["route"] == "update"
     assert teardown["body"] == {"minReplicaCount": 0, "maxReplicaCount": 0}
 
@@ -194,13 +201,38 @@ def check_rl_run(run, emulator: EmulatorProcess, label: str) -> None:
             manifest = json.loads(Path(summary["manifest_uri"].removeprefix("file://")).read_text())
             previous_window = xcom(run, f"sample_step_{step - 1}")["controller"]["final_window"]
             assert manifest["concurrency"] == {"mode": "adaptive", "initial_window": previous_window}
-        trained = xcom(run, f"train_step_placeholder_{step}")
+        trained = xcom(run, f"train_step_{step}")
         assert trained["groups"] == PROMPTS
         assert trained["full_snapshot_identity"] == f"{trained['snapshot_identity']}-full"
         if step < 2:
             assert xcom(run, f"hotload_step_{step + 1}")["identity"] == trained["snapshot_identity"]
     deployment = check_scaled_to_zero(emulator, RL_DEPLOYMENT)
     assert deployment["activeModelVersion"] == identities[-1]
+    check_trainer_lifecycle(run, emulator, deployment, label)
+
+
+def check_trainer_lifecycle(run, emulator: EmulatorProcess, deployment: dict[str, Any], label: str) -> None:
+    """The run's trainer: linked to the deployment, saved each step's delta and full snapshot (the
+    last full one promoted to a model), and deleted by the teardown."""
+    trainer = xcom(run, "create_trainer")
+    assert xcom(run, "create_trainer", key="job_id") == trainer["job_id"]
+    assert deployment["hotLoadTrainerJob"] == trainer["job_name"], label
+    last_full = xcom(run, "train_step_2")["full_snapshot_identity"]
+    promoted = xcom(run, "promote_final")
+    assert promoted["checkpoint"].endswith(f"/checkpoints/{last_full}"), (label, promoted)
+    model_id = f"grpo-arith-qwen3-8b-{run.logical_date:%Y%m%d}"
+    assert promoted["name"] == f"accounts/{emulator.account_id}/models/{model_id}", label
+    assert xcom(run, "delete_trainer") == {"job_id": trainer["job_id"], "deleted": True}, label
+    response = emulator.session.get(
+        f"{emulator.url}/v1/accounts/{emulator.account_id}/rlorTrainerJobs/{trainer['job_id']}",
+        headers={"X-Api-Key": emulator.api_key},
+        timeout=5,
+    )
+    gone = response.status_code == 404 or response.json()["state"] in (
+        "JOB_STATE_DELETED",
+        "JOB_STATE_ARCHIVED",
+    )
+    assert gone, (label, response.text)
 
 
 def test_rl_loop_runs_day_after_day_on_the_same_deployment(emulator, fireworks_conn_env, tmp_path):
@@ -208,6 +240,7 @@ def test_rl_loop_runs_day_after_day_on_the_same_deployment(emulator, fireworks_c
     conf = {"output_root": tmp_path.as_uri(), "samples_per_prompt": 2, "max_tokens": 24}
     outputs: set[str] = set()
     snapshots: set[str] = set()
+    trainers: list[str] = []
 
     for day, (label, before_run, expected) in enumerate(day_two_scenarios(RL_DEPLOYMENT, max_replicas=1)):
         if before_run is not None:
@@ -224,10 +257,16 @@ def test_rl_loop_runs_day_after_day_on_the_same_deployment(emulator, fireworks_c
         assert run.logical_date == pendulum.datetime(2026, 1, 1 + day, tz="UTC")
 
         check_rl_run(run, emulator, label)
-        assert xcom(run, "create_deployment", key="reconcile") == expected, label
+        trainer = xcom(run, "create_trainer")["job_name"]
+        if expected["action"] == "updated":  # relinked from the previous run's (deleted) trainer
+            link = {"field": "hot_load_trainer_job", "current": trainers[-1], "requested": trainer}
+            expected = {**expected, "changes": sorted([*expected["changes"], link], key=str)}
+        reconciled = xcom(run, "create_deployment", key="reconcile")
+        assert {**reconciled, "changes": sorted(reconciled["changes"], key=str)} == expected, label
+        trainers.append(trainer)
         requests = control_writes(emulator)[written:]
-        check_deployment_writes(requests, expected, max_replicas=1)
-        snapshot = [xcom(run, f"train_step_placeholder_{step}")["snapshot_identity"] for step in range(2)]
+        check_deployment_writes(requests, expected, max_replicas=1, trainer=trainer)
+        snapshot = [xcom(run, f"train_step_{step}")["snapshot_identity"] for step in range(2)]
         assert hotloads_sent(requests) == [
             ("grpo-arith-qwen3-8b-base", None),
             (snapshot[0], "grpo-arith-qwen3-8b-base"),
@@ -236,6 +275,7 @@ def test_rl_loop_runs_day_after_day_on_the_same_deployment(emulator, fireworks_c
         outputs |= {xcom(run, f"sample_step_{step}")["completions_uri"] for step in range(3)}
         snapshots |= {xcom(run, f"hotload_step_{step}")["identity"] for step in (1, 2)}
 
+    assert len(set(trainers)) == 4  # a trainer job of its own each run
     assert len(outputs) == 4 * 3  # each run wrote its own files, none overwrote another's
     assert len(snapshots) == 4 * 2  # each run trained its own deltas
 
@@ -326,9 +366,18 @@ def test_cleanup_deletes_only_the_family_and_finds_nothing_the_next_time(emulato
     assert remaining_after_second == {"other-experiment"}
 
 
-@pytest.mark.parametrize("prefix", [""])
-def test_cleanup_refuses_an_empty_prefix(emulator, fireworks_conn_env, prefix):
-    run = run_dag_file(EXAMPLE_DAGS / "fireworks_cleanup.py", "fireworks_cleanup", conf={"prefix": prefix})
+def test_cleanup_refuses_an_empty_prefix_before_the_run_starts(emulator, fireworks_conn_env):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="prefix"):
+        run_dag_file(EXAMPLE_DAGS / "fireworks_cleanup.py", "fireworks_cleanup", conf={"prefix": ""})
+    assert emulator.requests(route="delete") == []
+
+
+def test_cleanup_refuses_a_blank_prefix_without_retrying(emulator, fireworks_conn_env):
+    run = run_dag_file(EXAMPLE_DAGS / "fireworks_cleanup.py", "fireworks_cleanup", conf={"prefix": "   "})
 
     assert run.state == "failed"
     assert task_states(run)["find_family"] == "failed"
+    assert try_numbers(run)["find_family"] == 1  # a bad param is not retried
+    assert emulator.requests(route="delete") == []

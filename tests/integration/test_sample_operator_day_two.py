@@ -336,7 +336,7 @@ def test_the_served_identity_is_read_at_the_start_and_the_end(hook, emulator, tm
     manifest = json.loads((tmp_path / "shard-000000" / "manifest.json").read_text())
     assert manifest["served_identity"] == summary["served_identity"] == served
     control = [e["route"] for e in requests_since(emulator, since) if e["route"] != "completions"]
-    assert control.count("get") == 1  # the serving check is one GET
+    assert control.count("get") == 2  # the serving check, and the replica count for the GPU time
     assert control.count("hotload_status") == 2
     log = requests_since(emulator, since)
     samples = [i for i, e in enumerate(log) if e in sampled(log)]

@@ -3,10 +3,13 @@ resume by skipping prompts, progress reports, early exit; the adaptive window re
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -15,8 +18,10 @@ from airflow_fireworks.api.retry import RetryPolicy
 from airflow_fireworks.sampling import (
     AdaptiveConcurrencyController,
     DeploymentSampler,
+    PromptResult,
     PromptSpec,
     SamplingProgress,
+    ServerMetrics,
     load_tokenizer,
     sample_prompts,
 )
@@ -188,3 +193,117 @@ async def test_adaptive_window_follows_the_prefill_queue(
     else:
         assert controller.window_size < initial, summary
         assert emu.stats()["prefill_queue"]["peak_length"] > 0
+
+
+class ManualController:
+    """A concurrency controller whose window the test sets (FIFO admission, as the real ones)."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._parked: deque[asyncio.Future[None]] = deque()
+        self._watch: tuple[int, asyncio.Event] | None = None
+
+    async def reached(self, count: int) -> None:
+        """Return once ``count`` requests are in flight."""
+        event = asyncio.Event()
+        self._watch = (count, event)
+        if self.in_flight >= count:
+            event.set()
+        await event.wait()
+
+    @property
+    def window_size(self) -> int:
+        return self.window
+
+    def set_window(self, window: int) -> None:
+        self.window = window
+        self._wake()
+
+    async def acquire(self) -> None:
+        if self._parked or self.in_flight >= self.window:
+            future = asyncio.get_running_loop().create_future()
+            self._parked.append(future)
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future in self._parked:
+                    self._parked.remove(future)
+                elif not future.cancelled():
+                    self.release()  # admitted as it was cancelled: pass the slot on
+                raise
+        else:
+            self._admit()
+
+    def release(self, metrics: ServerMetrics | None = None) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def note_retry_exhausted(self, metrics: ServerMetrics | None) -> None:
+        """Nothing to adapt."""
+
+    def step_completed(self) -> dict[str, float]:
+        return {"window": float(self.window)}
+
+    def _admit(self) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if self._watch is not None and self.in_flight >= self._watch[0]:
+            self._watch[1].set()
+
+    def _wake(self) -> None:
+        while self._parked and self.in_flight < self.window:
+            future = self._parked.popleft()
+            if not future.done():
+                self._admit()
+                future.set_result(None)
+
+
+async def test_a_growing_window_admits_new_prompts_before_any_prompt_is_done(emu: EmulatorProcess) -> None:
+    # completions of 20 s: no prompt finishes while the test looks (it stops them all at the end)
+    emu.configure(decode_step_base_s=0.01, decode_step_per_seq_s=0.0)
+    model = create_deployment(emu, "grow-dep")
+    controller = ManualController(window=1)
+    pulled = 0
+
+    def lazy() -> Iterator[PromptSpec]:
+        nonlocal pulled
+        for index in range(1000):
+            pulled += 1
+            yield PromptSpec(index, prompt_token_ids=[1, 2, 3, index % 400])
+
+    results: list[PromptResult] = []
+
+    async def consume(sampler: DeploymentSampler) -> None:
+        stream = sample_prompts(
+            sampler, lazy(), n=2, max_tokens=2000, ignore_eos=True, progress_interval_s=3600
+        )
+        async with aclosing(stream):
+            async for result in stream:
+                results.append(result)
+
+    async with DeploymentSampler(emu.url, model, emu.api_key, concurrency_controller=controller) as sampler:
+        consumer = asyncio.create_task(consume(sampler))
+        try:
+            await asyncio.wait_for(controller.reached(1), timeout=10)
+            await asyncio.sleep(0.1)
+            # window 1, n=2: the default prompt window is 4 prompts (8 requests), 1 in flight
+            assert controller.in_flight == 1 and pulled <= 4 + 32
+            controller.set_window(40)
+            try:  # a bound on a hang, not a measurement: it takes milliseconds
+                await asyncio.wait_for(controller.reached(40), timeout=10)
+            except TimeoutError:
+                pytest.fail(f"only {controller.in_flight} requests in flight at window 40")
+            assert results == []  # filled while every prompt was still running
+            await asyncio.sleep(0.1)
+            # the prompt window follows: twice the window's requests, n=2 each (+ a tokenizer batch)
+            assert controller.peak_in_flight == 40 and pulled <= 40 + 32
+            controller.set_window(3)  # a shrink admits nobody, and pulls no prompt
+            before = pulled
+            await asyncio.sleep(0.1)
+            assert pulled == before and controller.in_flight == 40
+        finally:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+    assert controller.in_flight == 0

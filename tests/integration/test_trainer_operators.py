@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
+from airflow_fireworks.api.errors import FireworksAPIError, FireworksTimeoutError, TrainerJobFailedError
 from airflow_fireworks.hooks.fireworks import FireworksHook
 from airflow_fireworks.operators._common import DEFERRAL_GRACE_S
 from airflow_fireworks.operators.deployment import FireworksCreateDeploymentOperator
@@ -143,13 +144,13 @@ def test_a_failed_trainer_fails_the_task_with_the_server_message(hook, emulator)
     emulator.configure(trainer_placement_s=60)
     create_op(deferrable=False, wait_for_completion=False).execute(task_context())
     emulator.set_trainer_state("op-trainer", "FAILED", "no H200 capacity in US_OHIO_1")
-    with pytest.raises(AirflowException, match="no H200 capacity"):
+    with pytest.raises(TrainerJobFailedError, match="no H200 capacity"):
         create_op(deferrable=False, resume_if_stopped=False).execute(task_context())
 
 
 def test_placement_timeout_fails_the_task(hook, emulator) -> None:
     emulator.configure(trainer_placement_s=60)
-    with pytest.raises(AirflowException, match="PENDING"):
+    with pytest.raises(FireworksTimeoutError, match="PENDING"):
         create_op(deferrable=False, pending_timeout=0.4).execute(task_context())
 
 
@@ -241,12 +242,22 @@ async def test_delete_waits_deferred(hook, emulator) -> None:
     assert result == {"job_id": "op-trainer", "deleted": True}
 
 
-def test_a_failed_delete_fails_the_task_so_it_is_retried(hook, emulator) -> None:
+def test_a_delete_failing_with_a_server_error_fails_the_task_so_it_is_retried(hook, emulator) -> None:
+    emulator.add_trainer_job("op-trainer")
+    emulator.add_fault(route="trainer_delete", status=500, message="backend unavailable", times=50)
+    with pytest.raises(FireworksAPIError, match="backend unavailable") as raised:
+        delete_op().execute(task_context())
+    assert raised.value.status_code == 500
+    assert not isinstance(raised.value, AirflowFailException)
+
+
+def test_a_delete_refused_for_permission_fails_the_task_without_retries(hook, emulator) -> None:
     emulator.add_trainer_job("op-trainer")
     emulator.add_fault(route="trainer_delete", status=403, message="permission denied", times=1)
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException, match="permission denied") as raised:
         delete_op().execute(task_context())
-    assert not isinstance(raised.value, AirflowFailException)
+    assert isinstance(raised.value.__cause__, FireworksAPIError)
+    assert raised.value.__cause__.status_code == 403
 
 
 # --- resume / reconnect -----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import requests
 
 from airflow_fireworks.api import DeploymentManager, RetryPolicy
+from airflow_fireworks.emulator.faults import DEFAULT_MESSAGES
 from airflow_fireworks.sampling import load_tokenizer
 from tests.emulator_control import EmulatorProcess
 
@@ -68,10 +70,40 @@ def fault_hits(emulator: EmulatorProcess) -> int:
     return sum(int(rule["hits"]) for rule in emulator.admin("GET", "faults"))
 
 
+def quote_key_in_faults(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every fault that answers with a message quote the API key (as a careless server might),
+    so that every test checking "no key in the error" fails when the redaction does nothing."""
+    add_fault = emulator.add_fault
+
+    def add_keyed_fault(**rule: Any) -> str:
+        kind = rule.get("kind", "status")
+        if DEFAULT_MESSAGES.get(kind):
+            rule["message"] = (
+                f"{rule.get('message', DEFAULT_MESSAGES[kind])} (request from key {emulator.api_key})"
+            )
+        return add_fault(**rule)
+
+    monkeypatch.setattr(emulator, "add_fault", add_keyed_fault)
+
+
+def gaps_after(emulator: EmulatorProcess, route: str, status: int) -> list[float]:
+    """Seconds from each ``status`` answer on ``route`` to the end of the next request on that route,
+    from the emulator's request log (it stamps each request when its answer is done)."""
+    log = emulator.requests(route=route)  # in the order the answers were done
+    stamps = [datetime.fromisoformat(entry["time"]).timestamp() for entry in log]
+    return [
+        # the log's stamps have millisecond precision
+        stamps[i + 1] - stamps[i] + 0.001
+        for i in range(len(log) - 1)
+        if log[i]["status"] == status
+    ]
+
+
 @pytest.fixture
-def emu(emulator: EmulatorProcess) -> EmulatorProcess:
-    """The session emulator, reset and configured fast."""
+def emu(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> EmulatorProcess:
+    """The session emulator, reset and configured fast; its fault messages quote the key."""
     emulator.configure(**FAST_EMULATOR)
+    quote_key_in_faults(emulator, monkeypatch)
     return emulator
 
 

@@ -6,12 +6,14 @@ never presented as complete.
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow.sdk import Connection
+from airflow.sdk import DAG, Connection
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_fireworks.api import DeploymentInfo, FireworksError, HotloadStatus
@@ -26,9 +28,10 @@ from airflow_fireworks.operators.sampling import FireworksSampleOperator
 from airflow_fireworks.sampling import InvalidCompletionError, StreamProtocolError, StreamTruncatedError
 from airflow_fireworks.sampling.completion import CompletionOptions, build_completion
 from airflow_fireworks.sampling.stream import SSEDecoder, StreamAssembler
-from tests.airflow_helpers import task_context
+from tests.airflow_helpers import RecordingTaskInstance, task_context
+from tests.conftest import TEST_API_KEY
 from tests.emulator_control import EmulatorProcess
-from tests.reliability.conftest import BASE_MODEL, QUICK_RETRY, create_ready
+from tests.reliability.conftest import BASE_MODEL, QUICK_RETRY, create_ready, quote_key_in_faults
 
 SECRET = "fw-bad-input-secret-5e1d"
 OPERATORS: dict[str, Any] = {
@@ -41,167 +44,221 @@ CREATE = {"deployment_id": "ok-dep", "base_model": BASE_MODEL}
 HOTLOAD = {"deployment_id": "ok-dep", "base_model": BASE_MODEL, "snapshot_identity": "snap-1"}
 SAMPLE = {"deployment_id": "ok-dep", "prompts": [{"prompt_token_ids": [1, 2, 3]}], "max_tokens": 8}
 CHAT = [{"role": "user", "content": "hi"}]
+#: Every parameter name of the operators under test (what an error's text may start with).
+OPERATOR_FIELDS = {
+    name for operator in OPERATORS.values() for name in inspect.signature(operator.__init__).parameters
+} | {"config"}
 
 
 def assert_clear(caught: pytest.ExceptionInfo[BaseException], *words: str) -> None:
-    """The error is ours (raised in ``airflow_fireworks``), names what is wrong, and hides the key."""
+    """The error is ours (raised in ``airflow_fireworks``), names what is wrong, and hides the keys
+    (the connection's and the emulator's, which the emulator's error messages quote)."""
     text = str(caught.value)
     for word in words:
         assert word in text, f"{word!r} not in {text!r}"
-    assert SECRET not in text
+    assert SECRET not in text and TEST_API_KEY not in text
+    assert SECRET not in repr(caught.value) and TEST_API_KEY not in repr(caught.value)
     innermost = str(caught.traceback[-1].path)
     assert "/airflow_fireworks/" in innermost, f"raised from {innermost}: {caught.value!r}"
 
 
+_LEADING_NAME = re.compile(r"([a-z_][a-z0-9_]*)\b")
+
+
+def error_field(error: BaseException) -> str | None:
+    """The parameter an error is about: its ``field``, else the parameter name its text starts
+    with (``"n: must be ..."``, ``"timeout must be ..."``); None when it starts with no parameter
+    name of the operators under test."""
+    field = getattr(error, "field", None)
+    if isinstance(field, str):
+        return field
+    match = _LEADING_NAME.match(str(error))
+    return match.group(1) if match and match.group(1) in OPERATOR_FIELDS else None
+
+
+@pytest.fixture
+def emulator(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> EmulatorProcess:
+    """The session emulator; the messages of its faults quote the key."""
+    quote_key_in_faults(emulator, monkeypatch)
+    return emulator
+
+
 # --- operator parameters (DAG parse time) ------------------------------------------------------------
 
-OPERATOR_PARAMETERS: list[tuple[str, dict[str, Any], str]] = [
-    ("create", {**CREATE, "deployment_id": "Bad_Id"}, "deployment_id"),
-    ("create", {**CREATE, "deployment_id": "x" * 64}, "deployment_id"),
-    ("create", {**CREATE, "base_model": "qwen3-8b"}, "base_model"),
-    ("create", {**CREATE, "min_replica_count": 3, "max_replica_count": 1}, "max_replica_count"),
-    ("create", {**CREATE, "min_replica_count": -1}, "min_replica_count"),
-    ("create", {**CREATE, "max_replica_count": "two"}, "max_replica_count"),
-    ("create", {**CREATE, "region": "MARS_NORTH_1"}, "region"),
+OPERATOR_PARAMETERS: list[tuple[str, dict[str, Any], str | None, str]] = [
+    ("create", {**CREATE, "deployment_id": "Bad_Id"}, "deployment_id", "'Bad_Id' is not a valid"),
+    ("create", {**CREATE, "deployment_id": "x" * 64}, "deployment_id", "is not a valid deployment id"),
+    ("create", {**CREATE, "base_model": "qwen3-8b"}, "base_model", "accounts/<account>/models/<model>"),
+    ("create", {**CREATE, "min_replica_count": 3, "max_replica_count": 1}, "max_replica_count",
+     ">= min_replica_count (3), got 1"),
+    ("create", {**CREATE, "min_replica_count": -1}, "min_replica_count", "got -1"),
+    ("create", {**CREATE, "max_replica_count": "two"}, "max_replica_count", "got 'two'"),
+    ("create", {**CREATE, "region": "MARS_NORTH_1"}, "region", "'MARS_NORTH_1' is not one of"),
     ("create", {**CREATE, "accelerator_type": "NVIDIA_H100_80GB",
-                "deployment_shape": "accounts/a/deploymentShapes/s"}, "accelerator_type"),
-    ("create", {**CREATE, "deployment_shape": "shape-1"}, "deployment_shape"),
-    ("create", {**CREATE, "hot_load_trainer_job": "job-1"}, "hot_load_trainer_job"),
-    ("create", {**CREATE, "config": {"replicas": 2}}, "unknown deployment config key"),
-    ("create", {**CREATE, "config": {"scale_to_zero_window_s": 60}}, "scale_to_zero_window_s"),
-    ("create", {**CREATE, "config": {"base_model": BASE_MODEL}}, "config repeats base_model"),
-    ("create", {**CREATE, "config": {"enable_hot_load": "sometimes"}}, "enable_hot_load"),
-    ("create", {**CREATE, "config": ["region"]}, "config must be a dict"),
-    ("create", {**CREATE, "timeout": -5}, "timeout"),
-    ("create", {**CREATE, "poll_interval": "soon"}, "poll_interval"),
-    ("update", {"deployment_id": "ok-dep", "body": {"minReplicaCount": 1}}, "update_mask is required"),
-    ("update", {"deployment_id": "ok-dep", "update_mask": "min_replica_count"}, "without body"),
+                "deployment_shape": "accounts/a/deploymentShapes/s"}, "accelerator_type", "deployment_shape"),
+    ("create", {**CREATE, "deployment_shape": "shape-1"}, "deployment_shape", "'shape-1'"),
+    ("create", {**CREATE, "hot_load_trainer_job": "job-1"}, "hot_load_trainer_job", "'job-1'"),
+    ("create", {**CREATE, "config": {"replicas": 2}}, "replicas", "unknown deployment config key"),
+    ("create", {**CREATE, "config": {"scale_to_zero_window_s": 60}}, "scale_to_zero_window_s", "got 60"),
+    ("create", {**CREATE, "config": {"base_model": BASE_MODEL}}, "config", "repeats base_model"),
+    ("create", {**CREATE, "config": {"enable_hot_load": "sometimes"}}, "enable_hot_load", "got 'sometimes'"),
+    ("create", {**CREATE, "config": ["region"]}, "config", "must be a dict"),
+    ("create", {**CREATE, "timeout": -5}, "timeout", "got -5"),
+    ("create", {**CREATE, "poll_interval": "soon"}, "poll_interval", "got 'soon'"),
+    ("update", {"deployment_id": "ok-dep", "body": {"minReplicaCount": 1}}, "update_mask", "is required"),
+    ("update", {"deployment_id": "ok-dep", "update_mask": "min_replica_count"}, "update_mask",
+     "without body"),
     ("update", {"deployment_id": "ok-dep", "body": {"minReplicaCount": 1}, "update_mask": "minReplicaCount"},
-     "snake_case"),
+     "update_mask", "'minReplicaCount' must be snake_case"),
     ("update", {"deployment_id": "ok-dep", "body": {"minReplicaCount": 1, "maxReplicaCount": 2},
-                "update_mask": "min_replica_count"}, "not covered by the mask"),
-    ("update", {"deployment_id": "ok-dep", "scale_to_zero_window_s": 100}, "scale_to_zero_window_s"),
+                "update_mask": "min_replica_count"}, "update_mask", "'maxReplicaCount' is not covered"),
+    ("update", {"deployment_id": "ok-dep", "scale_to_zero_window_s": 100}, "scale_to_zero_window_s",
+     "got 100"),
     ("update", {"deployment_id": "ok-dep", "min_replica_count": 4, "max_replica_count": 2},
-     "min_replica_count"),
-    ("update", {"deployment_id": "ok-dep"}, "nothing to update"),
-    ("hotload", {**HOTLOAD, "snapshot_identity": "  "}, "snapshot_identity"),
-    ("hotload", {**HOTLOAD, "previous_snapshot_identity": "snap-1"}, "previous_snapshot_identity"),
-    ("hotload", {**HOTLOAD, "base_model": "accounts/x/deployments/y"}, "base_model"),
-    ("hotload", {**HOTLOAD, "warmup_max_retries": 0}, "warmup_max_retries"),
-    ("sample", {**SAMPLE, "n": 0}, "n"),
-    ("sample", {**SAMPLE, "n": 129}, "n"),
-    ("sample", {**SAMPLE, "n": "eight"}, "n"),
-    ("sample", {**SAMPLE, "temperature": 3.5}, "temperature"),
-    ("sample", {**SAMPLE, "temperature": float("nan")}, "temperature"),
-    ("sample", {**SAMPLE, "top_p": 0}, "top_p"),
-    ("sample", {**SAMPLE, "top_k": 101}, "top_k"),
-    ("sample", {**SAMPLE, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ("sample", {**SAMPLE, "stop": ["a", 1]}, "stop"),
-    ("sample", {**SAMPLE, "top_logprobs": 3}, "top_logprobs"),
-    ("sample", {**SAMPLE, "logprobs": "yes"}, "logprobs"),
-    ("sample", {**SAMPLE, "max_tokens": 0}, "max_tokens"),
-    ("sample", {**SAMPLE, "max_tokens": -1}, "max_tokens"),
-    ("sample", {**SAMPLE, "max_seq_len": 0}, "max_seq_len"),
-    ("sample", {**SAMPLE, "seed": -1}, "seed"),
-    ("sample", {**SAMPLE, "shard_index": 2, "num_shards": 2}, "shard_index"),
-    ("sample", {**SAMPLE, "num_shards": 0}, "num_shards"),
-    ("sample", {**SAMPLE, "concurrency": 0}, "concurrency"),
-    ("sample", {**SAMPLE, "concurrency": {"windows": 4}}, "concurrency"),
-    ("sample", {**SAMPLE, "concurrency": {"max_window": 0}}, "concurrency"),
-    ("sample", {**SAMPLE, "concurrency": "fast"}, "concurrency"),
-    ("sample", {**SAMPLE, "max_failed_prompt_fraction": 1.5}, "max_failed_prompt_fraction"),
-    ("sample", {**SAMPLE, "max_xcom_completions": -1}, "max_xcom_completions"),
-    ("sample", {**SAMPLE, "progress_interval_s": 0}, "progress_interval_s"),
-    ("sample", {**SAMPLE, "output_path": "relative/dir"}, "output_path"),
-    ("sample", {**SAMPLE, "output_path": 42}, "output_path"),
-    ("sample", {**SAMPLE, "model": "qwen3"}, "deployment_id"),
-    ("sample", {"prompts": ["hi"], "model": "qwen3"}, "model"),
-    ("sample", {"prompts": ["hi"]}, "deployment_id"),
-    ("sample", {**SAMPLE, "prompts_path": "/data/p.jsonl"}, "prompts"),
-    ("sample", {"deployment_id": "ok-dep"}, "prompts"),
-    ("sample", {**SAMPLE, "tokenizer": ""}, "tokenizer"),
-    ("sample", {**SAMPLE, "prompts": "What is 2 + 2?"}, "is a string, not a list"),
-    ("sample", {**SAMPLE, "prompts": {"p": "hi"}}, "must be a list"),
-    ("sample", {**SAMPLE, "prompts": []}, "holds no prompt"),
-    ("sample", {**SAMPLE, "prompts": [""]}, "empty string"),
-    ("sample", {**SAMPLE, "prompts": [42]}, "is a int"),
-    ("sample", {**SAMPLE, "prompts": [None]}, "is a NoneType"),
-    ("sample", {**SAMPLE, "prompts": [{"role": "user", "content": "hi"}]}, "must be inside a list"),
-    ("sample", {**SAMPLE, "prompts": [{"messages": "hi"}]}, "messages"),
-    ("sample", {**SAMPLE, "prompts": [{"messages": [{"content": "hi"}]}]}, "role"),
-    ("sample", {**SAMPLE, "prompts": [{"messages": CHAT, "prompt_token_ids": [1]}]}, "exactly one"),
-    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": []}]}, "prompt_token_ids"),
-    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1, -2]}]}, "token ids are ints >= 0"),
-    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1, "2"]}]}, "prompt_token_ids"),
-    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1, 2.0]}]}, "prompt_token_ids"),
-    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1], "metadata": 5}]}, "metadata"),
-    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1], "answer": "5"}]}, "unknown key"),
+     "min_replica_count", "<= max_replica_count (2)"),
+    ("update", {"deployment_id": "ok-dep"}, None, "nothing to update: pass body and update_mask"),
+    ("hotload", {**HOTLOAD, "snapshot_identity": "  "}, "snapshot_identity", "got '  '"),
+    ("hotload", {**HOTLOAD, "previous_snapshot_identity": "snap-1"}, "previous_snapshot_identity",
+     "equals snapshot_identity"),
+    ("hotload", {**HOTLOAD, "base_model": "accounts/x/deployments/y"}, "base_model",
+     "'accounts/x/deployments/y'"),
+    ("hotload", {**HOTLOAD, "warmup_max_retries": 0}, "warmup_max_retries", "got 0"),
+    ("sample", {**SAMPLE, "n": 0}, "n", "between 1 and 128, got 0"),
+    ("sample", {**SAMPLE, "n": 129}, "n", "got 129"),
+    ("sample", {**SAMPLE, "n": "eight"}, "n", "got 'eight'"),
+    ("sample", {**SAMPLE, "temperature": 3.5}, "temperature", "got 3.5"),
+    ("sample", {**SAMPLE, "temperature": float("nan")}, "temperature", "got nan"),
+    ("sample", {**SAMPLE, "top_p": 0}, "top_p", "got 0"),
+    ("sample", {**SAMPLE, "top_k": 101}, "top_k", "got 101"),
+    ("sample", {**SAMPLE, "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+    ("sample", {**SAMPLE, "stop": ["a", 1]}, "stop", "not mixed"),
+    ("sample", {**SAMPLE, "top_logprobs": 3}, "top_logprobs", "needs logprobs=True"),
+    ("sample", {**SAMPLE, "logprobs": "yes"}, "logprobs", "got 'yes'"),
+    ("sample", {**SAMPLE, "max_tokens": 0}, "max_tokens", "must be >= 1"),
+    ("sample", {**SAMPLE, "max_tokens": -1}, "max_tokens", "got -1"),
+    ("sample", {**SAMPLE, "max_seq_len": 0}, "max_seq_len", "got 0"),
+    ("sample", {**SAMPLE, "seed": -1}, "seed", "got -1"),
+    ("sample", {**SAMPLE, "shard_index": 2, "num_shards": 2}, "shard_index", "num_shards=2"),
+    ("sample", {**SAMPLE, "num_shards": 0}, "num_shards", "got 0"),
+    ("sample", {**SAMPLE, "concurrency": 0}, "concurrency", "got 0"),
+    ("sample", {**SAMPLE, "concurrency": {"windows": 4}}, "concurrency", "['windows']"),
+    ("sample", {**SAMPLE, "concurrency": {"max_window": 0}}, "concurrency", "max_window"),
+    ("sample", {**SAMPLE, "concurrency": "fast"}, "concurrency", "'adaptive'"),
+    ("sample", {**SAMPLE, "max_failed_prompt_fraction": 1.5}, "max_failed_prompt_fraction", "got 1.5"),
+    ("sample", {**SAMPLE, "max_xcom_completions": -1}, "max_xcom_completions", "got -1"),
+    ("sample", {**SAMPLE, "progress_interval_s": 0}, "progress_interval_s", "got 0"),
+    ("sample", {**SAMPLE, "output_path": "relative/dir"}, "output_path", "'relative/dir' is a relative path"),
+    ("sample", {**SAMPLE, "output_path": 42}, "output_path", "got 42"),
+    ("sample", {**SAMPLE, "model": "qwen3"}, "deployment_id", "exactly one of deployment_id or model"),
+    ("sample", {"prompts": ["hi"], "model": "qwen3"}, "model", "'qwen3' is not an inference model name"),
+    ("sample", {"prompts": ["hi"]}, "deployment_id", "exactly one of deployment_id or model"),
+    ("sample", {**SAMPLE, "prompts_path": "/data/p.jsonl"}, "prompts", "exactly one prompt source"),
+    ("sample", {"deployment_id": "ok-dep"}, "prompts", "exactly one prompt source"),
+    ("sample", {**SAMPLE, "tokenizer": ""}, "tokenizer", "Hugging Face model id"),
+    ("sample", {**SAMPLE, "prompts": "What is 2 + 2?"}, "prompts", "is a string, not a list"),
+    ("sample", {**SAMPLE, "prompts": {"p": "hi"}}, "prompts", "must be a list of prompts, got dict"),
+    ("sample", {**SAMPLE, "prompts": []}, "prompts", "holds no prompt"),
+    ("sample", {**SAMPLE, "prompts": [""]}, "prompts", "item 0 is an empty string"),
+    ("sample", {**SAMPLE, "prompts": [42]}, "prompts", "item 0 is a int"),
+    ("sample", {**SAMPLE, "prompts": [None]}, "prompts", "item 0 is a NoneType"),
+    ("sample", {**SAMPLE, "prompts": [{"role": "user", "content": "hi"}]}, "prompts",
+     "item 0 has unknown key(s) ['content', 'role']"),
+    ("sample", {**SAMPLE, "prompts": [{"messages": "hi"}]}, "prompts", "item 0 messages: must be"),
+    ("sample", {**SAMPLE, "prompts": [{"messages": [{"content": "hi"}]}]}, "prompts",
+     "item 0 messages[0]: must be a dict with a string 'role'"),
+    ("sample", {**SAMPLE, "prompts": [{"messages": CHAT, "prompt_token_ids": [1]}]}, "prompts",
+     "item 0 needs exactly one"),
+    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": []}]}, "prompts", "item 0 prompt_token_ids: must"),
+    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1, -2]}]}, "prompts",
+     "item 0 prompt_token_ids: contains -2"),
+    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1, "2"]}]}, "prompts",
+     "item 0 prompt_token_ids: contains '2'"),
+    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1, 2.0]}]}, "prompts",
+     "item 0 prompt_token_ids: contains 2.0"),
+    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1], "metadata": 5}]}, "prompts",
+     "item 0 'metadata' must be an object"),
+    ("sample", {**SAMPLE, "prompts": [{"prompt_token_ids": [1], "answer": "5"}]}, "prompts",
+     "item 0 has unknown key(s) ['answer']"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("operator", "kwargs", "field"),
+    ("operator", "kwargs", "field", "says"),
     OPERATOR_PARAMETERS,
-    ids=[f"{op}-{i}-{field.split()[0]}" for i, (op, _, field) in enumerate(OPERATOR_PARAMETERS)],
+    ids=[f"{op}-{i}-{field or 'none'}" for i, (op, _, field, _) in enumerate(OPERATOR_PARAMETERS)],
 )
 def test_invalid_operator_parameters_fail_at_dag_parse_naming_the_field(
-    operator: str, kwargs: dict[str, Any], field: str
+    operator: str, kwargs: dict[str, Any], field: str | None, says: str
 ) -> None:
     with pytest.raises(ValueError) as caught:
         OPERATORS[operator](task_id="bad", **kwargs)
-    assert_clear(caught, field)
+    assert_clear(caught, says)
+    assert error_field(caught.value) == field, str(caught.value)
 
 
-RENDERED: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
-    ("create", {**CREATE, "deployment_id": "{{ params.d }}"}, {"deployment_id": "Not Valid"},
-     "deployment_id"),
-    ("create", {**CREATE, "max_replica_count": "{{ params.m }}"}, {"max_replica_count": "lots"},
-     "max_replica_count"),
-    ("hotload", {**HOTLOAD, "snapshot_identity": "{{ params.s }}"}, {"snapshot_identity": ""},
-     "snapshot_identity"),
-    ("sample", {**SAMPLE, "n": "{{ params.n }}"}, {"n": "many"}, "n"),
-    ("sample", {**SAMPLE, "temperature": "{{ params.t }}"}, {"temperature": "hot"}, "temperature"),
-    ("sample", {**SAMPLE, "deployment_id": "{{ params.d }}"}, {"deployment_id": "UPPER"}, "deployment_id"),
-    ("sample", {**SAMPLE, "prompts": "{{ ti.xcom_pull('p') }}"}, {"prompts": "[1, 2]"}, "prompts"),
-    ("sample", {**SAMPLE, "prompts": "{{ ti.xcom_pull('p') }}"}, {"prompts": [{"text": "hi"}]},
-     "unknown key"),
-    ("sample", {"deployment_id": "ok-dep", "prompts_path": "{{ params.p }}"},
-     {"prompts_path": "/no/such/prompts.jsonl"}, "does not exist"),
-    ("sample", {**SAMPLE, "prompts": [{"messages": CHAT}]}, {}, "tokenizer"),
+#: (operator, templated parameters, the run's params / upstream XCom "p", the error's field, and
+#: what its text must quote: the rendered value, or the problem).
+RENDERED: list[tuple[str, dict[str, Any], Any, str, str]] = [
+    ("create", {**CREATE, "deployment_id": "{{ params.v }}"}, "Not Valid", "deployment_id", "'Not Valid'"),
+    ("create", {**CREATE, "max_replica_count": "{{ params.v }}"}, "lots", "max_replica_count", "'lots'"),
+    ("hotload", {**HOTLOAD, "snapshot_identity": "{{ params.v }}"}, "", "snapshot_identity", "got ''"),
+    ("sample", {**SAMPLE, "n": "{{ params.v }}"}, "many", "n", "got 'many'"),
+    ("sample", {**SAMPLE, "temperature": "{{ params.v }}"}, "hot", "temperature", "got 'hot'"),
+    ("sample", {**SAMPLE, "deployment_id": "{{ params.v }}"}, "UPPER", "deployment_id", "'UPPER'"),
+    ("sample", {**SAMPLE, "prompts": "{{ ti.xcom_pull('p') }}"}, "What is 2+2?", "prompts",
+     "is a string, not a list"),
+    ("sample", {**SAMPLE, "prompts": "{{ ti.xcom_pull('p') }}"}, [{"text": "hi"}], "prompts",
+     "item 0 has unknown key(s) ['text']"),
+    ("sample", {"deployment_id": "ok-dep", "prompts_path": "{{ params.v }}"}, "/no/such/prompts.jsonl",
+     "prompts_path", "/no/such/prompts.jsonl"),
+    ("sample", {**SAMPLE, "prompts": [{"messages": CHAT}]}, None, "tokenizer", "tokenizer"),
 ]  # fmt: skip
 
 
+class UpstreamTaskInstance(RecordingTaskInstance):
+    """A task instance whose upstream task ``p`` pushed ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("bad")
+        self.value = value
+
+    def xcom_pull(self, task_ids: str | None = None, **_: Any) -> Any:
+        return self.value if task_ids == "p" else None
+
+
 @pytest.mark.parametrize(
-    ("operator", "kwargs", "rendered", "field"),
+    ("operator", "kwargs", "value", "field", "says"),
     RENDERED,
-    ids=[f"{op}-{i}-{field.split()[0]}" for i, (op, _, _, field) in enumerate(RENDERED)],
+    ids=[f"{op}-{i}-{field}" for i, (op, _, _, field, _) in enumerate(RENDERED)],
 )
 def test_invalid_rendered_values_fail_before_any_request(
     emulator: EmulatorProcess,
     fireworks_conn_env: str,
     operator: str,
     kwargs: dict[str, Any],
-    rendered: dict[str, Any],
+    value: Any,
     field: str,
+    says: str,
 ) -> None:
-    task = OPERATORS[operator](task_id="bad", **kwargs)
-    for name, value in rendered.items():  # what template rendering hands to execute()
-        setattr(task, name, value)
+    with DAG("bad_rendered", schedule=None, render_template_as_native_obj=True):
+        task = OPERATORS[operator](task_id="bad", **kwargs)  # valid until rendered
+    context = task_context(params={"v": value}, ti=UpstreamTaskInstance(value))
+    task.render_template_fields(context)  # what the task runner does before execute()
 
     # No retry renders a different value: the task fails at once (AirflowFailException).
-    expected = AirflowFailException
-    with pytest.raises(expected) as caught:
-        task.execute(task_context())
+    with pytest.raises(AirflowFailException) as caught:
+        task.execute(context)
 
-    assert_clear(caught, field)
+    assert_clear(caught, says)
+    assert error_field(caught.value) == field, str(caught.value)
     assert emulator.requests() == []
 
 
 # --- connection fields --------------------------------------------------------------------------------
 
 CONNECTIONS: list[tuple[dict[str, Any], str, str]] = [
-    ({"password": None}, "password", "API key is empty"),
-    ({"password": "   "}, "password", "API key is empty"),
+    ({"password": None}, "password", "is empty"),
+    ({"password": "   "}, "password", "is empty"),
     ({"host": "ftp://api.fireworks.ai"}, "host", "not an http(s) URL"),
     ({"host": "https://api.fireworks.ai/?region=us"}, "host", "query string"),
     ({"extra": json.dumps({"inference_url": "ftp://gateway"})}, "inference_url", "not an http(s) URL"),
@@ -210,8 +267,8 @@ CONNECTIONS: list[tuple[dict[str, Any], str, str]] = [
     ({"extra": json.dumps({"additional_headers": "{not json"})}, "additional_headers", "JSON object"),
     ({"extra": json.dumps({"additional_headers": {"X-Team": 7}})}, "additional_headers", "string values"),
     ({"extra": json.dumps({"additional_headers": ["X-Team"]})}, "additional_headers", "string values"),
-    ({"extra": json.dumps({"verify_ssl": "maybe"})}, "verify_ssl", "true or false"),
-    ({"extra": json.dumps({"extra__fireworks__verify_ssl": 2})}, "verify_ssl", "true or false"),
+    ({"extra": json.dumps({"verify_ssl": "maybe"})}, "verify_ssl", "got 'maybe'"),
+    ({"extra": json.dumps({"extra__fireworks__verify_ssl": 2})}, "verify_ssl", "got 2"),
 ]
 
 
@@ -230,6 +287,7 @@ def test_invalid_connection_fields_name_the_field_and_never_the_key(
     with pytest.raises(ValueError) as caught:
         FireworksConnectionParams.from_connection(connection(**fields))
     assert_clear(caught, "fw_bad", repr(field), problem)
+    assert getattr(caught.value, "field", None) == field
 
 
 @pytest.mark.parametrize(
@@ -518,7 +576,7 @@ SERVER_ANSWERS_HTTP: list[tuple[str, str, int, Any, str | None]] = [
     ("get-state-wrong-type", "get", 200, {"name": "accounts/emulator/deployments/ans-dep", "state": 7},
      "'state' should be a string"),
     ("get-not-an-object", "get", 200, ["READY"], "did not return a JSON object"),
-    ("get-not-json-text", "get", 200, "<html>gateway</html>", "did not return a JSON object"),
+    ("get-not-json-text", "get", 200, f"<html>gateway {TEST_API_KEY}</html>", "did not return a JSON object"),
     ("accounts-empty", "accounts", 200, {"accounts": []}, "not associated with any account"),
     ("accounts-missing-name", "accounts", 200, {"accounts": [{"state": "READY"}]}, "without a name"),
     ("create-replicas-wrong-type", "create", 200,
@@ -527,7 +585,8 @@ SERVER_ANSWERS_HTTP: list[tuple[str, str, int, Any, str | None]] = [
     ("hotload-status-missing-replicas", "hotload_status", 200, {"status": "ok"}, "no 'replicas' list"),
     ("hotload-status-readiness-wrong-type", "hotload_status", 200, {"replicas": [{"readiness": "yes"}]},
      "readiness"),
-    ("error-body-unusual-shape", "get", 400, {"error": "plain text problem"}, "HTTP 400"),
+    ("error-body-unusual-shape", "get", 400, {"error": f"plain text problem for key {TEST_API_KEY}"},
+     "HTTP 400"),
 ]  # fmt: skip
 
 
@@ -598,7 +657,7 @@ def test_a_bad_deployment_answer_fails_the_wait_and_the_trigger_clearly(
     task = FireworksCreateDeploymentOperator(task_id="create", **{**CREATE, "deployment_id": "ans-dep"})
 
     event = asyncio.run(_first_event(trigger))
-    with pytest.raises(AirflowException) as caught:
+    with pytest.raises((AirflowException, FireworksError)) as caught:
         task.execute(task_context())
 
     assert event["status"] == "error" and "'state' should be a string" in event["message"]

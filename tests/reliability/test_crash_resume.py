@@ -160,7 +160,7 @@ def polls_after(
 def test_create_task_killed_while_waiting_resumes_without_a_second_deployment(
     emulator: EmulatorProcess, fireworks_conn_env: str, deferred: bool
 ) -> None:
-    emulator.configure(create_delay_s=1.5)
+    emulator.configure(create_delay_s=4.0)  # the retry must still find it CREATING under load
     spec = {
         "operator": "create",
         "kwargs": {"deployment_id": "crash-create", "base_model": BASE_MODEL, "deferrable": deferred, **WAIT},

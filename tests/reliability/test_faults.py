@@ -10,6 +10,7 @@ hit counters, so a row whose fault never fired fails.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -29,6 +30,7 @@ from airflow_fireworks.api import (
     DeploymentNotFoundError,
     FireworksAPIError,
     FireworksConnectionError,
+    FireworksError,
     HotloadFailedError,
     RetryPolicy,
 )
@@ -58,13 +60,21 @@ from tests.airflow_helpers import run_deferred, task_context
 from tests.emulator_control import EmulatorProcess
 from tests.reliability.conftest import (
     BASE_MODEL,
+    FAST_EMULATOR,
     QUICK_RETRY,
     create_ready,
     fault_hits,
+    gaps_after,
     raw_deployment,
 )
 
 DEP = "fault-dep"
+#: The ``Retry-After`` of the 429 rows: far above QUICK_RETRY's own backoff (10 ms), so a retry
+#: that ignores the header comes visibly too early.
+RETRY_AFTER_S = 0.3
+#: The triggers use the production retry policy, whose first backoff is up to 1 s: their
+#: ``Retry-After`` is above that.
+TRIGGER_RETRY_AFTER_S = 1.5
 PROMPT = [1, 42, 17, 99, 3, 250]
 
 # --- fault kinds that must be retried and then succeed --------------------------------------------
@@ -74,10 +84,29 @@ TRANSIENT: list[tuple[str, dict[str, Any], int]] = [
     ("500-burst", {"kind": "status", "status": 500, "times": 2}, 2),
     ("502-burst", {"kind": "status", "status": 502, "times": 2}, 2),
     ("503-burst", {"kind": "status", "status": 503, "times": 3}, 3),
-    ("429-retry-after", {"kind": "status", "status": 429, "retry_after_s": 0.1, "times": 1}, 1),
+    ("429-retry-after", {"kind": "status", "status": 429, "retry_after_s": RETRY_AFTER_S, "times": 1}, 1),
     ("reset-before-answer", {"kind": "reset", "times": 2}, 2),
     ("slow-answer", {"kind": "delay", "delay_s": 0.15, "times": 1}, 0),
 ]
+
+
+def comparable(result: Any) -> Any:
+    """A call's result without what differs between two equal calls (timestamps)."""
+    if isinstance(result, list):
+        return [comparable(item) for item in result]
+    raw = getattr(result, "raw", None)
+    if isinstance(raw, dict):
+        return {key: value for key, value in raw.items() if not key.endswith("Time")}
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.asdict(result)
+    return result
+
+
+def assert_waited_retry_after(emu: EmulatorProcess, route: str, rule: dict[str, Any]) -> None:
+    """The retry after a 429 came no sooner than its ``Retry-After`` (from the emulator's log)."""
+    if rule.get("retry_after_s"):
+        gaps = gaps_after(emu, route, 429)
+        assert gaps and min(gaps) >= rule["retry_after_s"], f"retried {gaps} s after a 429"
 
 
 @dataclass(frozen=True)
@@ -125,6 +154,32 @@ def ready_manager(manager: DeploymentManager, emu: EmulatorProcess) -> Deploymen
     return manager
 
 
+#: What each route returns without faults, computed once per route (module-wide cache).
+_CLEAN: dict[str, Any] = {}
+#: What the fault-free result must be (so that a result wrong with and without faults fails too).
+CLEAN_IS: dict[str, Callable[[Any], bool]] = {
+    "accounts": lambda r: r == "emulator",
+    "get": lambda r: r["state"] == "READY" and r["name"].endswith(f"/{DEP}"),
+    "list": lambda r: r == [DEP],
+    "create": lambda r: r["state"] == "CREATING" and r["name"].endswith("/fault-new"),
+    "update": lambda r: r["minReplicaCount"] == 1,
+    "delete": lambda r: r is True,
+    "hotload_load": lambda r: r == {"identity": "snap-1", "replicas": 1, "accepted": True},
+    "hotload_status": lambda r: r["replicas"][0]["readiness"] is True,
+}
+
+
+def clean_result(route: str, manager: DeploymentManager, emu: EmulatorProcess) -> Any:
+    """The route's fault-free result on a fresh emulator state; the state is fresh again after."""
+    if route not in _CLEAN:
+        _CLEAN[route] = comparable(MANAGER_ROUTES[route](manager, emu))
+        assert CLEAN_IS[route](_CLEAN[route]), (route, _CLEAN[route])
+        emu.reset()
+        emu.configure(**FAST_EMULATOR)
+        create_ready(emu, DEP)
+    return _CLEAN[route]
+
+
 @pytest.mark.parametrize("route", sorted(MANAGER_ROUTES))
 @pytest.mark.parametrize(("kind", "rule", "extra_requests"), TRANSIENT, ids=[t[0] for t in TRANSIENT])
 def test_manager_retries_transient_faults_and_succeeds(
@@ -135,34 +190,42 @@ def test_manager_retries_transient_faults_and_succeeds(
     rule: dict[str, Any],
     extra_requests: int,
 ) -> None:
+    clean = clean_result(route, ready_manager, emu)
     before = len(emu.requests(route=route))
     emu.add_fault(route=route, **rule)
-    started = time.monotonic()
 
     result = MANAGER_ROUTES[route](ready_manager, emu)
 
-    assert result is not None
+    assert comparable(result) == clean
     assert fault_hits(emu) == rule["times"]
     assert len(emu.requests(route=route)) - before == 1 + extra_requests
-    if rule.get("retry_after_s"):
-        assert time.monotonic() - started >= rule["retry_after_s"]
+    assert_waited_retry_after(emu, route, rule)
     if route == "create":
         assert sum(emu.stats()["deployments"].values()) == 2
         assert (raw_deployment(emu, "fault-new") or {}).get("name", "").endswith("/fault-new")
 
 
 def test_manager_create_slower_than_the_client_timeout_creates_exactly_one(emu: EmulatorProcess) -> None:
-    """The first POST times out on the client but is processed by the server: the retry must
-    find the deployment (409 -> get), not create a second one or fail."""
-    emu.add_fault(route="create", kind="delay", delay_s=1.0, times=1)
+    """The server creates the deployment at once but answers after the client's timeout: the
+    retried POST gets a 409, and the client reads the deployment (409 -> get) instead of creating
+    a second one or failing."""
+    emu.add_fault(route="create", kind="delay", delay_s=1.0, late=True, times=1)
     with DeploymentManager(emu.api_key, emu.url, retry_policy=QUICK_RETRY, timeout_s=0.3) as client:
+        client.account_id  # noqa: B018 (the account lookup is not part of the create)
+        gets_before = len(emu.requests(route="get"))
         info = client.create_or_get(DeploymentConfig(deployment_id="slow-create", base_model=BASE_MODEL))
-        time.sleep(1.0)  # let the delayed first POST reach the server's handler
+        gets_after_create = len(emu.requests(route="get")) - gets_before
         listed = [d.deployment_id for d in client.list_deployments()]
+    deadline = time.monotonic() + 10
+    while len(creates := emu.requests(route="create")) < 2:  # the late answer is logged when sent
+        assert time.monotonic() < deadline, creates
+        time.sleep(0.05)
 
-    assert info.deployment_id == "slow-create"
+    assert info.deployment_id == "slow-create" and info.base_model == BASE_MODEL
     assert listed == ["slow-create"]
-    assert len(emu.requests(route="create")) >= 2
+    assert sorted(str(entry["status"]) for entry in creates) == ["200", "409"]
+    assert gets_after_create >= 1  # the 409 was answered by reading the deployment
+    assert fault_hits(emu) == 1
 
 
 def _fail_later(emu: EmulatorProcess, deployment_id: str, delay_s: float, action: str) -> threading.Timer:
@@ -320,18 +383,21 @@ async def test_async_client_retries_transient_faults_and_succeeds(
     emu: EmulatorProcess, route: str, kind: str, rule: dict[str, Any], extra_requests: int
 ) -> None:
     create_ready(emu, DEP)
+
+    async def call() -> Any:
+        async with AsyncFireworksClient(emu.api_key, emu.url, retry_policy=QUICK_RETRY) as client:
+            if route == "hotload_status":
+                return comparable(await client.hotload_status(DEP, BASE_MODEL))
+            return comparable(await client.get_deployment(DEP))
+
+    clean = await call()
     before = len(emu.requests(route=route))
     emu.add_fault(route=route, **rule)
-    async with AsyncFireworksClient(emu.api_key, emu.url, retry_policy=QUICK_RETRY) as client:
-        if route == "hotload_status":
-            status = await client.hotload_status(DEP, BASE_MODEL)
-            assert len(status.replicas) == 1
-        else:
-            info = await client.get_deployment(DEP)
-            assert info is not None and info.state.value == "READY"
 
+    assert await call() == clean
     assert fault_hits(emu) == rule["times"]
     assert len(emu.requests(route=route)) - before == 1 + extra_requests
+    assert_waited_retry_after(emu, route, rule)
 
 
 @pytest.mark.parametrize(
@@ -387,7 +453,7 @@ TRIGGER_CASES: list[tuple[str, Callable[[EmulatorProcess], Any], str, tuple[str,
     ("reset-burst", lambda e: e.add_fault(route="get", kind="reset", times=2), "success", ("READY",)),
     (
         "429-retry-after",
-        lambda e: e.add_fault(route="get", status=429, retry_after_s=0.1, times=1),
+        lambda e: e.add_fault(route="get", status=429, retry_after_s=TRIGGER_RETRY_AFTER_S, times=1),
         "success",
         ("READY",),
     ),
@@ -449,6 +515,8 @@ async def test_deployment_trigger_under_faults(
         assert word in json.dumps(payload), payload
     assert emu.api_key not in json.dumps(payload)
     assert fault_hits(emu) >= 1 or name.startswith("deployment-")
+    if name == "429-retry-after":
+        assert_waited_retry_after(emu, "get", {"retry_after_s": TRIGGER_RETRY_AFTER_S})
 
 
 async def test_delete_wait_on_a_deployment_deleted_from_under_it_succeeds(
@@ -466,11 +534,19 @@ async def test_delete_wait_on_a_deployment_deleted_from_under_it_succeeds(
     [
         (lambda e: e.add_fault(route="hotload_status", status=503, times=2), "success", ("serve", "snap-t")),
         (lambda e: e.add_fault(route="hotload_status", kind="reset", times=1), "success", ("serve",)),
+        (
+            lambda e: e.add_fault(
+                route="hotload_status", status=429, retry_after_s=TRIGGER_RETRY_AFTER_S, times=1
+            ),
+            "success",
+            ("serve",),
+        ),
         (lambda e: e.configure(hotload_fail_identities=["snap-t"]), "error", ("snap-t", "failed")),
     ],
-    ids=["503-burst", "reset", "error-stage"],
+    ids=["503-burst", "reset", "429-retry-after", "error-stage"],
 )
 async def test_hotload_trigger_under_faults(
+    request: pytest.FixtureRequest,
     emu: EmulatorProcess,
     fireworks_conn_env: str,
     inject: Callable[[EmulatorProcess], Any],
@@ -490,6 +566,10 @@ async def test_hotload_trigger_under_faults(
     assert payload["status"] == status, payload
     for word in says:
         assert word in payload["message"], payload
+    assert emu.api_key not in json.dumps(payload)
+    if "429" in request.node.name:
+        assert fault_hits(emu) == 1
+        assert_waited_retry_after(emu, "hotload_status", {"retry_after_s": TRIGGER_RETRY_AFTER_S})
 
 
 # === layer 3: DeploymentSampler ======================================================================
@@ -498,7 +578,7 @@ SAMPLER_TRANSIENT: list[tuple[str, dict[str, Any]]] = [
     ("500-burst", {"kind": "status", "status": 500, "times": 2}),
     ("502-burst", {"kind": "status", "status": 502, "times": 2}),
     ("503-burst", {"kind": "status", "status": 503, "times": 3}),
-    ("429-retry-after", {"kind": "status", "status": 429, "retry_after_s": 0.2, "times": 1}),
+    ("429-retry-after", {"kind": "status", "status": 429, "retry_after_s": RETRY_AFTER_S, "times": 1}),
     ("reset-before-answer", {"kind": "reset", "times": 2}),
     ("reset-mid-stream", {"kind": "reset_mid_stream", "after_chunks": 2, "times": 2}),
     ("stream-cut-without-done", {"kind": "truncate", "after_chunks": 2, "times": 2}),
@@ -549,15 +629,13 @@ async def test_sampler_retries_transient_faults_whole_and_returns_the_clean_comp
     emu: EmulatorProcess, sampler_model: str, reference: SampledCompletion, kind: str, rule: dict[str, Any]
 ) -> None:
     emu.add_fault(route="completions", **rule)
-    started = time.monotonic()
     async with make_sampler(emu, sampler_model) as sampler:
         [completion] = await sampler.sample_with_tokens(prompt_token_ids=PROMPT, **SAMPLE_ARGS)
 
     assert fault_hits(emu) == rule["times"]
     assert same_completion(completion, reference)
     assert completion.completion_len == len(completion.completion_tokens) == reference.completion_len
-    if rule.get("retry_after_s"):
-        assert time.monotonic() - started >= rule["retry_after_s"]
+    assert_waited_retry_after(emu, "completions", rule)
 
 
 SAMPLER_ERRORS: list[tuple[str, dict[str, Any] | str, Outcome]] = [
@@ -763,7 +841,7 @@ def test_lifecycle_operator_fails_clearly_on_a_lifecycle_fault(
             **OPERATOR_WAIT,
         )
 
-    with pytest.raises(AirflowException) as caught:
+    with pytest.raises((AirflowException, FireworksError)) as caught:
         _run(task, deferrable)
     if timer is not None:
         timer.join()

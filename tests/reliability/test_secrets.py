@@ -89,6 +89,7 @@ def assert_no_secret_anywhere(
 
 def test_rl_loop_failing_in_sampling_leaks_nothing(
     canary: EmulatorProcess,
+    monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
@@ -98,6 +99,7 @@ def test_rl_loop_failing_in_sampling_leaks_nothing(
     canary.add_fault(route="completions", kind="stream_error", status=503, message=ECHO, times=3)
     # stream faults spare the hotload's (non-streamed) warmup requests; every sample fails for good
     canary.add_fault(route="completions", kind="stream_error", status=400, message=ECHO, times=None)
+    monkeypatch.setenv("FIREWORKS_EXAMPLE_RETRIES", "0")  # the failure is the point: no retry delays
 
     run = run_dag_file(
         EXAMPLES / "fireworks_rl_loop.py",
@@ -107,7 +109,7 @@ def test_rl_loop_failing_in_sampling_leaks_nothing(
 
     states = task_states(run)
     assert run.state == "failed" and states["sample_step_0"] == "failed", states
-    assert states["release_gpus"] == "success"
+    assert states["release_gpus"] == "success" and states["delete_trainer"] == "success", states
     logs = assert_no_secret_anywhere(run, capfd, caplog, tmp_path)
     assert "prompts failed" in logs and "***" in logs
     errors = [

@@ -203,6 +203,11 @@ class TestRequestBody:
         body = config(scale_up_window_s=1.5).to_request_body()
         assert body["autoscalingPolicy"] == {"scaleUpWindow": "1.5s"}
 
+    def test_long_fractional_window_stays_a_plain_duration(self) -> None:
+        # Protobuf durations take no exponent: 1234567.5 s must not become "1.23457e+06s".
+        body = config(scale_down_window_s=1234567.5, scale_up_window_s=0.25).to_request_body()
+        assert body["autoscalingPolicy"] == {"scaleUpWindow": "0.25s", "scaleDownWindow": "1234567.5s"}
+
 
 class TestFromDict:
     def test_coerces_rendered_strings(self) -> None:

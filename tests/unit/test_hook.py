@@ -45,10 +45,40 @@ def test_defaults_for_a_connection_with_only_a_key():
         ("http://127.0.0.1:8765/", None, "http://127.0.0.1:8765"),
         ("127.0.0.1", 9000, "https://127.0.0.1:9000"),
         ("https://gateway.example.com/fw", None, "https://gateway.example.com/fw"),
+        # Port and URL agree: 0 is what Airflow 3.3.2's form sends for an empty Port.
+        ("https://api.fireworks.ai", 0, "https://api.fireworks.ai"),
+        ("https://api.fireworks.ai", 443, "https://api.fireworks.ai"),
+        (None, 443, "https://api.fireworks.ai"),
+        ("http://127.0.0.1:8765", 8765, "http://127.0.0.1:8765"),
+        ("http://127.0.0.1/base", 8765, "http://127.0.0.1:8765/base"),
     ],
 )
-def test_host_becomes_the_control_plane_url(host, port, expected):
+def test_host_and_port_become_the_control_plane_url(host, port, expected):
     assert params(host=host, port=port).base_url == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "problem"),
+    [
+        ("http://127.0.0.1:8765", 9000, "9000 differs from the port 8765 in the Control-plane URL"),
+        ("https://api.fireworks.ai:8443", 443, "443 differs from the port 8443"),
+        ("https://api.fireworks.ai", 70000, "must be a TCP port 1-65535"),
+        ("https://api.fireworks.ai", -1, "must be a TCP port 1-65535"),
+    ],
+)
+def test_a_port_the_url_contradicts_is_refused_naming_both_fields(host, port, problem):
+    with pytest.raises(FireworksConnectionConfigError) as err:
+        params(host=host, port=port)
+    assert err.value.field == "port" and err.value.label == "Port"
+    assert problem in str(err.value) and err.value.form_message.startswith(f"Port: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), (True, True), (False, False), ("true", True), ("false", False)],
+)
+def test_verify_tls_reads_the_forms_choices_and_json_booleans(value, expected):
+    assert params(extra={"verify_ssl": value}).verify_ssl is expected
 
 
 def test_extras_are_read_with_plain_and_prefixed_names():
@@ -90,6 +120,7 @@ def test_bad_fields_raise_naming_connection_and_field_without_the_key(fields, fi
     assert err.value.field == field_name
     assert err.value.conn_id == "fw"
     assert f"'{field_name}'" in str(err.value) and "'fw'" in str(err.value)
+    assert err.value.label in str(err.value)  # the form's name for it, e.g. "Control-plane URL"
     assert KEY not in str(err.value)
 
 

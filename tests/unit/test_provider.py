@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_fireworks import __version__
-from airflow_fireworks.provider import get_provider_info
+from airflow_fireworks.provider import FIELD_LABELS, get_provider_info
 
 
 def test_entry_point_loads_get_provider_info():
@@ -47,6 +47,41 @@ def test_connection_form_declares_fields_and_secret_is_the_password():
     behaviour = conn_type["ui-field-behaviour"]
     assert behaviour["relabeling"]["password"] == "API key"
     assert "login" in behaviour["hidden-fields"]
+    # Port is shown (Airflow 3.3.2's Test button needs a stored port to match the one it sends).
+    assert "port" not in behaviour["hidden-fields"]
+
+
+def test_verify_tls_is_a_select_whose_off_state_is_an_explicit_choice():
+    (conn_type,) = get_provider_info()["connection-types"]
+    schema = conn_type["conn-fields"]["verify_ssl"]["schema"]
+    assert schema["enum"] == [None, "true", "false"] and schema["default"] is None
+    labels = schema["values_display"]
+    assert labels["null"] == "Verify certificates (default)"
+    assert "insecure" in labels["false"] and "Do not verify" in labels["false"]
+    # The help text matches the code: unset means verified.
+    assert "Unset: certificates are verified" in conn_type["conn-fields"]["verify_ssl"]["description"]
+
+
+def test_field_labels_are_the_forms_labels():
+    (conn_type,) = get_provider_info()["connection-types"]
+    assert (
+        FIELD_LABELS["host"] == conn_type["ui-field-behaviour"]["relabeling"]["host"] == "Control-plane URL"
+    )
+    assert FIELD_LABELS["password"] == "API key"
+    for name, spec in conn_type["conn-fields"].items():
+        assert FIELD_LABELS[name] == spec["label"]
+
+
+def test_description_is_plain_text_for_the_providers_page():
+    description = get_provider_info()["description"]
+    assert not any(ch in description for ch in "`<>_") and "http" not in description
+
+
+def test_package_metadata_names_a_documentation_url():
+    from importlib.metadata import metadata
+
+    urls = dict(entry.split(", ", 1) for entry in metadata("airflow-fireworks").get_all("Project-URL") or [])
+    assert urls["Documentation"].startswith("https://")
 
 
 @pytest.fixture(scope="module")

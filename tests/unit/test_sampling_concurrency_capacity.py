@@ -68,6 +68,25 @@ async def test_start_up_runs_ahead_of_the_largest_load_served_without_queueing()
     assert ctrl.capacity_estimate is None  # still starting up: nothing has queued
 
 
+async def test_start_up_takes_a_queued_request_below_the_proven_load_for_a_momentary_wait() -> None:
+    clock = FakeClock()
+    ctrl = AdaptiveConcurrencyController(clock=clock)
+    await start(ctrl, 8)  # t=0: 8 in flight
+    clock.now += 0.5
+    ctrl.release(done(0.0, latency=0.5))  # 8 served at once
+    assert ctrl.window_size == 16
+    await start(ctrl, 9)  # t=0.5: 16 in flight
+    async with waiting(ctrl, 50):
+        clock.now += 0.5
+        ctrl.release(done(0.0, latency=0.5))  # sent at t=0.5: 16 served at once
+        assert ctrl.window_size >= 24 and ctrl.capacity_estimate is None
+        ctrl.release(done(0.1, latency=1.0))  # sent at t=0 with 8 in flight, yet it waited
+        assert ctrl.capacity_estimate is None and ctrl.window_size >= 24  # still starting up
+        clock.now += 0.1
+        ctrl.release(done(0.3, latency=0.6))  # sent at t=0.5 with 16 in flight and queued
+        assert ctrl.capacity_estimate is not None and ctrl.capacity_estimate <= 16
+
+
 async def test_start_up_does_not_grow_a_window_nobody_uses() -> None:
     clock = FakeClock()
     ctrl = AdaptiveConcurrencyController(initial_window=16, clock=clock)
@@ -223,6 +242,25 @@ async def test_a_congestion_status_shrinks_at_once_and_the_next_queue_sample_kee
     ctrl.release(done(0.0, latency=0.2))  # sent after it, served at once with 32 in flight
     assert ctrl.capacity_estimate is not None and 31.5 < ctrl.capacity_estimate < 32
     assert ctrl.step_completed()["congestion_events"] == 1
+
+
+async def test_a_429_shrinks_below_the_requests_in_flight_and_admits_nobody_until_that_is_paid() -> None:
+    clock = FakeClock()
+    ctrl = AdaptiveConcurrencyController(initial_window=64, clock=clock)
+    await start(ctrl, 64)
+    async with waiting(ctrl, 4) as parked:
+        ctrl.release(ServerMetrics(http_status_code=429, retry_attempt=1))
+        # 63 in flight at a window of 32: the 31 too many are a debt
+        assert (ctrl.window_size, ctrl.in_flight, ctrl.pending_decrease) == (32, 63, 31)
+        for _ in range(31):
+            ctrl.release()
+        await asyncio.sleep(0)
+        assert ctrl.pending_decrease == 0 and ctrl.in_flight == 32
+        assert not any(task.done() for task in parked)  # the window is full: nobody was admitted
+        ctrl.release()
+        await asyncio.sleep(0)
+        assert [task.done() for task in parked] == [True, False, False, False]
+        assert ctrl.in_flight == 32
 
 
 async def test_without_latency_the_load_is_the_one_at_release() -> None:
