@@ -57,6 +57,8 @@ OUTPUT_ROOT = os.environ.get("FIREWORKS_OUTPUT_ROOT", "file:///tmp/airflow-firew
 RETRIES = int(os.environ.get("FIREWORKS_EXAMPLE_RETRIES", "2"))
 DEPLOYMENT_ID = "{{ params.deployment_id }}"
 TRAINER_JOB_ID = "{{ ti.xcom_pull(task_ids='create_trainer', key='job_id') }}"
+#: The run's day as YYYYMMDD: its logical date, or when it was triggered (a manual run may have none).
+RUN_DAY = "{{ (logical_date or dag_run.run_after).strftime('%Y%m%d') }}"
 
 
 def snapshot_of(step: int, kind: str = "snapshot_identity") -> str:
@@ -222,7 +224,7 @@ with DAG(
         job_id=TRAINER_JOB_ID,
         base_model=BASE_MODEL,
         checkpoint_id=f"{{{{ ti.xcom_pull(task_ids='train_step_{STEPS - 1}')['full_snapshot_identity'] }}}}",
-        output_model_id="{{ params.output_model_prefix }}-{{ ds_nodash }}",
+        output_model_id=f"{{{{ params.output_model_prefix }}}}-{RUN_DAY}",
         poll_interval=2,
     )
     previous >> promote

@@ -247,15 +247,21 @@ class ShardStore:
             manifest = None
         if manifest is not None:
             return manifest
-        self.inputs_path.write_text(json.dumps(expected, indent=2, sort_keys=True), encoding="utf-8")
+        if recorded != expected:
+            self._record_inputs(expected)
         return None
+
+    def _record_inputs(self, inputs: dict[str, Any]) -> None:
+        """Write ``inputs.json`` whole or not at all: a try killed while writing it leaves only a
+        temporary file, never an empty record that would make every retry refuse the directory."""
+        temporary = self.directory / f"{self.inputs_path.name}.tmp"
+        temporary.write_text(json.dumps(inputs, indent=2, sort_keys=True), encoding="utf-8")
+        temporary.rename(self.inputs_path)
 
     def reopen(self, manifest: dict[str, Any]) -> None:
         """Mark a complete shard as in progress again; its ``completions.jsonl`` stays as a resume
         source, so only prompts without a complete group are sampled again."""
-        self.inputs_path.write_text(
-            json.dumps(manifest["inputs"], indent=2, sort_keys=True), encoding="utf-8"
-        )
+        self._record_inputs(manifest["inputs"])
         self.manifest_path.unlink()
         if self.errors_path.exists():
             self.errors_path.unlink()

@@ -142,6 +142,8 @@ class FireworksSampleOperator(BaseOperator):
         works everywhere, other schemes through fsspec): ``shard-00000k/completions.jsonl``,
         ``errors.jsonl`` and ``manifest.json``. Without it the records go to XCom. Tasks sharing
         an ``output_path`` must differ in ``shard_index`` (or put ``{{ ti.map_index }}`` in the path).
+        The summary's ``storage`` gives the URIs without the connection id (``s3://bucket/...``,
+        for readers outside Airflow) and ``conn_id``.
     :param overwrite: replace results of *different* inputs found under ``output_path`` (by default
         they are refused); results of the same inputs are always resumed or reused.
     :param max_xcom_completions: without ``output_path``, refuse (before sampling) when prompts x

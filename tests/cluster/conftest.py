@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import psycopg2
 import pytest
 
 from tests.conftest import REPO_ROOT
@@ -62,6 +61,8 @@ class CeleryCluster(AirflowCluster):
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         """Read the metadata database (``?`` placeholders, as for SQLite)."""
+        import psycopg2  # the ``cluster`` extra; ``make test`` collects this package without it
+
         with closing(psycopg2.connect(self.database_url)) as conn, conn.cursor() as cursor:
             cursor.execute(sql.replace("?", "%s"), params)
             return [tuple(row) for row in cursor.fetchall()]

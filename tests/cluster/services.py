@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import psycopg2
-
 from airflow_fireworks.testing import free_port
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
@@ -59,6 +57,8 @@ def postgres_server(database: str = "airflow") -> Iterator[str]:
 
     As root the server runs as the ``postgres`` OS user (it refuses to run as root).
     """
+    import psycopg2  # the ``cluster`` extra; ``make test`` collects this package without it
+
     bindir = postgres_bin()
     root = Path(tempfile.mkdtemp(prefix="fireworks-cluster-pg-"))
     user = "postgres" if os.geteuid() == 0 else None

@@ -249,8 +249,9 @@ def test_rl_loop_runs_two_consecutive_days_on_the_cluster(celery_cluster: Celery
 
 
 def test_api_key_in_no_log_file_db_row_or_file(
-    celery_cluster: CeleryCluster, emulator_process: EmulatorProcess
+    celery_cluster: CeleryCluster, emulator_process: EmulatorProcess, fault_free_eval: dict[str, Any]
 ):
+    """Runs last: it searches what every run of the session left."""
     key = emulator_process.api_key.encode()
     roots = [celery_cluster.home, celery_cluster.output_root]
     files = [p for root in roots for p in root.rglob("*") if p.is_file()]

@@ -122,17 +122,15 @@ def test_the_mapped_example_reads_and_writes_s3_as_it_does_local_files(
     for label, conf in [
         ("local", {"prompts_path": BUNDLED_PROMPTS.as_uri(), "output_root": tmp_path.as_uri()}),
         ("s3", {"prompts_path": s3_uri("in/prompts.jsonl"), "output_root": s3_uri("eval")}),
-        ("s3 again", {"prompts_path": s3_uri("in/prompts.jsonl"), "output_root": s3_uri("eval")}),
     ]:
         dag_run = run_dag_file(EXAMPLE_DAGS / "fireworks_mapped_eval.py", "fireworks_mapped_eval", conf=conf)
         assert set(task_states(dag_run).values()) == {"success"}, (label, task_states(dag_run))
         assert xcom(dag_run, "summarize")["completions"] == 96 * 2, label
         summaries = [xcom(dag_run, "sample_shard", map_index=shard) for shard in range(4)]
         written[label] = [read_uri(summary["storage"]["completions_uri"], s3) for summary in summaries]
-    assert written["s3"] == written["local"] == written["s3 again"]
+    assert written["s3"] == written["local"]  # the second run on the same deployment
     assert all(written["local"])
-    # each run its own directory (the run id), with completions, errors and manifest only
-    assert len(keys(s3, "eval/")) == 2 * 4 * 3
+    assert len(keys(s3, "eval/")) == 4 * 3  # completions, errors and manifest per shard: no part left
 
 
 # -- a SIGKILL half way -------------------------------------------------------------------------
@@ -208,3 +206,34 @@ def test_a_task_killed_half_way_loses_only_a_few_groups(
         assert keys(s3, "killed/") == [
             f"killed/shard-000000/{name}" for name in ("completions.jsonl", "errors.jsonl", "manifest.json")
         ]
+
+
+# -- the part objects -------------------------------------------------------------------------
+
+
+def test_part_objects_are_written_every_few_groups_or_seconds(s3: S3Server) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_fireworks.operators._sample_store import ObjectPartWriter
+    from airflow_fireworks.sampling import PromptResult
+
+    def error(index: int) -> PromptResult:
+        return PromptResult(index, [], {"error_type": "x", "message": "m"}, {})
+
+    by_count = ObjectPartWriter(
+        ObjectStoragePath(s3_uri("w/part-1-0000000a.jsonl")), max_groups=2, max_age_s=60
+    )
+    for index in range(5):
+        by_count.write(error(index))
+    assert keys(s3, "w/") == ["w/part-1-0000000a-000000.jsonl", "w/part-1-0000000a-000001.jsonl"]
+    by_count.close()  # the fifth group
+    assert len(keys(s3, "w/")) == 3
+    lines = [read_uri(f"s3://{BUCKET}/{key}", s3).splitlines() for key in keys(s3, "w/")]
+    assert [[json.loads(line)["prompt_index"] for line in part] for part in lines] == [[0, 1], [2, 3], [4]]
+
+    by_age = ObjectPartWriter(
+        ObjectStoragePath(s3_uri("a/part-1-0000000b.jsonl")), max_groups=32, max_age_s=0
+    )
+    for index in range(3):
+        by_age.write(error(index))
+    assert len(keys(s3, "a/")) == 3  # each group was already due when written

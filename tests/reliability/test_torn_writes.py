@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_fireworks.operators._sample_store import ShardStore
@@ -218,24 +217,24 @@ def torn_writes(tails: dict[str | None, int]) -> int:
     return tails.get("partial line", 0) + tails.get("partial group", 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="production bug (reported): ShardStore.prepare rewrites inputs.json in place on every try, "
-    "so a kill between its truncation and its write makes every retry refuse the directory",
-)
 def test_a_try_killed_while_it_records_its_inputs_does_not_block_the_retry(tmp_path: Path) -> None:
-    """Found by killing whole tries at random moments: a try rewrites ``inputs.json`` at its start
-    (``write_text`` truncates, then writes); killed in between, it leaves the file empty, and the
-    retry then fails with "already holds results of different inputs" although nothing differs,
-    losing every group already written unless the user sets ``overwrite=True``."""
+    """Found by killing whole tries at random moments: a try used to rewrite ``inputs.json`` in place
+    at its start (truncate, then write); killed in between, it left the file empty and every retry
+    refused the directory ("already holds results of different inputs"). Now the record is written
+    to a temporary file and renamed, and a retry whose inputs are recorded does not write it at all:
+    the window a kill can tear leaves only the temporary file, which the retry ignores."""
     clean_root = tmp_path / "clean"
     one_try(clean_root.as_uri(), 1, finish=True)
     root = tmp_path / "out"
     part, exit_code = kill_one_try(root, 1, 0.0)
     assert part is not None and exit_code == -signal.SIGKILL
-    (root / "shard-000000" / "inputs.json").write_bytes(b"")  # the state that kill window leaves
+    recorded = root / "shard-000000" / "inputs.json"
+    before = (recorded.stat().st_ino, recorded.read_bytes())
+    (root / "shard-000000" / "inputs.json.tmp").write_bytes(b'{"n": ')  # what a kill mid-record leaves
 
     one_try(root.as_uri(), 2, finish=True)
+
+    assert before[1] and (recorded.stat().st_ino, recorded.read_bytes()) == before  # not rewritten
 
     completions = (root / "shard-000000" / "completions.jsonl").read_bytes()
     assert completions == (clean_root / "shard-000000" / "completions.jsonl").read_bytes()
