@@ -118,6 +118,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("description", ("description",), mutable=True),
     _Rule("hot_load_trainer_job", ("hotLoadTrainerJob",), mutable=True, always=True),
     _Rule("hot_load_bucket_type", ("hotLoadBucketType",), mutable=True),
+    # Whether the service patches a bucket URL in place is not documented: a changed bring-your-own
+    # bucket fails before any write (with the force_recreate hint) instead of a PATCH it may refuse.
+    _Rule("hot_load_bucket_url", ("hotLoadBucketUrl",), mutable=False),
     _Rule("hot_load_transition_type", ("hotLoadTransitionType",), mutable=True),
     # Fields the public resource type may not echo (fireworks-api.md): compared only when reported,
     # so an unreported field never causes a PATCH (and a replica restart) on every run.

@@ -94,3 +94,14 @@ def test_patch_request_encodes_with_the_same_table():
 def test_durations_parse(text, seconds):
     assert parse_duration_s(text) == seconds
     assert parse_duration_s("soon") is None
+
+
+def test_a_changed_bring_your_own_bucket_is_immutable_drift_and_an_unreported_one_is_not_compared():
+    byo = {"hot_load_bucket_type": "S3", "hot_load_bucket_url": "s3://policies/run-2"}
+    drift = config_drift(config(**byo), info(hotLoadBucketType="S3", hotLoadBucketUrl="s3://policies/run-1"))
+    assert [(c.field, c.current, c.requested, c.mutable) for c in drift.immutable] == [
+        ("hot_load_bucket_url", "s3://policies/run-1", "s3://policies/run-2", False)
+    ]
+    assert config_drift(config(**byo), info(hotLoadBucketType="S3")).immutable == ()
+    same = info(hotLoadBucketType="S3", hotLoadBucketUrl="s3://policies/run-2")
+    assert config_drift(config(**byo), same).immutable == ()
