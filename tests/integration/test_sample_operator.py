@@ -195,7 +195,8 @@ def test_list_prompts_write_one_record_per_completion_and_a_manifest(emu, tokeni
     assert (shard / "errors.jsonl").read_text() == ""
 
     assert set(summary) == {*SUMMARY_KEYS, "reused", "storage"}
-    assert summary == {k: manifest[k] for k in SUMMARY_KEYS} | {"reused": False, "storage": manifest["storage"]}
+    expected = {k: manifest[k] for k in SUMMARY_KEYS} | {"reused": False, "storage": manifest["storage"]}
+    assert summary == expected
     assert manifest["storage"]["completions_uri"] == manifest["completions_uri"]  # a local disk: no conn id
     assert summary["completions_uri"] == f"file://{shard}/completions.jsonl"
     assert summary["manifest_uri"] == f"file://{shard}/manifest.json"
